@@ -1,0 +1,38 @@
+# make reproduce  - set up, then the quick reproduction on synthetic data
+# make test       - set up, then the test suite
+# make lab        - JupyterLab on the notebooks
+# Every target is safe to run twice: setup reinstalls only when a requirements file changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+DATA ?= synthetic
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: setup reproduce test lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name fedlib --display-name "Python (fedlib)" >/dev/null
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PIP) install -q -r requirements-test.txt
+	touch $@
+
+reproduce: setup
+	$(BIN)/fedlib reproduce --profile $(PROFILE) --data $(DATA)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) runs reports/tmp data
