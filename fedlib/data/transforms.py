@@ -1,0 +1,106 @@
+"""Batch transforms on cached uint8 images, on whatever device the batch lives.
+
+The paper's train transform is Resize 256 -> RandomResizedCrop 224 (scale
+0.5-1) -> horizontal flip, applied to the full, usually non-square image; its
+test transform is Resize 224 -> CenterCrop 224. Here the cache has already
+resized the shorter side to 256 (for 224 px training) and centre-cropped a
+square, so the random crop is drawn from that square. This is a documented
+deviation: COVIDx radiographs are close to square, so the crop loses little
+beyond the paper's own crop. Resizing is done in float32 (no rounding to
+uint8 between resize and normalisation).
+
+Random parameters come from an explicit CPU ``torch.Generator``: the same
+generator state gives the same batch on CPU and on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, as the authors' code uses
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CROP_SCALE = (0.5, 1.0)  # the paper's RandomResizedCrop scale
+CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's default aspect-ratio range
+FLIP_P = 0.5  # RandomHorizontalFlip default
+
+
+def crop_params(
+    height: int, width: int, generator: torch.Generator, scale=CROP_SCALE, ratio=CROP_RATIO
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of one random resized crop: torchvision's get_params, drawing from ``generator``.
+
+    Up to 10 tries at a random area and aspect ratio that fits; otherwise the
+    largest centred crop whose aspect ratio is within ``ratio``.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))  # float32, exactly as torchvision, so the same seed gives the same crop
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        log_aspect = torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        aspect = torch.exp(log_aspect).item()
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _to_float_nchw(images: torch.Tensor) -> torch.Tensor:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
+    if x.shape[-2:] == (image_size, image_size):
+        return x
+    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def augment_batch(images: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Training view of a batch: per sample a random resized crop to ``image_size`` and a coin-flip mirror.
+
+    images: uint8 (N, S, S, 3) as cached, on any device; generator: a CPU
+    generator (crop parameters are drawn in sample order: crop, then flip).
+    Returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
+    """
+    if generator.device.type != "cpu":
+        raise ValueError(f"augment_batch needs a CPU torch.Generator, got one on {generator.device}")
+    x = _to_float_nchw(images)
+    height, width = x.shape[-2:]
+    views = []
+    for sample in x:
+        top, left, h, w = crop_params(height, width, generator)
+        flip = torch.rand(1, generator=generator).item() < FLIP_P
+        view = _resize(sample[None, :, top : top + h, left : left + w], image_size)
+        views.append(view.flip(-1) if flip else view)
+    return _normalize(torch.cat(views))
+
+
+def eval_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Test view of a batch: the paper's Resize + CenterCrop, which on a square image is one resize.
+
+    images: uint8 (N, S, S, 3); returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
+    """
+    if images.ndim == 4 and images.shape[1] != images.shape[2]:
+        raise ValueError(f"eval_batch expects square images as cached, got {tuple(images.shape)}")
+    return _normalize(_resize(_to_float_nchw(images), image_size))
