@@ -126,14 +126,14 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
             cx, cy, w, h = lung_geo[side]
             for _ in range(rng.integers(1, 3)):
                 bx = cx + side * rng.uniform(-0.35, 0.45) * w
-                by = cy + rng.uniform(-0.25, 0.65) * h
+                by = cy + rng.uniform(-0.35, 0.4) * h
                 r = (0.09 + 0.13 * severity) * rng.uniform(0.8, 1.2)
                 wobble = 0.15 * _smooth_noise(rng, size, 6)
                 rad = _blob(
                     x, y, bx, by, r * rng.uniform(0.8, 1.3), r, rng.uniform(0, np.pi), wobble
                 )
                 prof = _sigmoid((1.0 - rad) / 0.08)  # fairly sharp edge: consolidation
-                contrast = (0.14 + 0.24 * severity) * rng.uniform(0.85, 1.15)
+                contrast = (0.18 + 0.24 * severity) * rng.uniform(0.85, 1.15)
                 density = np.maximum(density, contrast * prof)
                 region = np.maximum(region, prof)
     else:  # COVID-19: bilateral, peripheral, lower zones, hazy and patchy
@@ -142,7 +142,7 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
             cx, cy, w, h = lung_geo[side]
             for _ in range(rng.integers(2, 4)):
                 bx = cx + side * rng.uniform(0.3, 0.75) * w
-                by = cy + rng.uniform(0.15, 0.7) * h
+                by = cy + rng.uniform(0.05, 0.42) * h  # above the diaphragm dome (~0.45-0.6 h)
                 r = (0.08 + 0.10 * severity) * rng.uniform(0.8, 1.25)
                 rad = _blob(
                     x,
@@ -155,7 +155,7 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
                     0.0,
                 )
                 prof = _sigmoid((1.0 - rad) / 0.25)  # soft edge: ground glass
-                contrast = (0.09 + 0.14 * severity) * rng.uniform(0.85, 1.15)
+                contrast = (0.20 + 0.20 * severity) * rng.uniform(0.85, 1.15)
                 density = np.maximum(density, contrast * prof * patch)
                 region = np.maximum(region, prof)
     return density, region

@@ -1,0 +1,224 @@
+"""The ``fedlib`` command line: ``fedlib <command> --help`` for each command.
+
+A ``UserError`` (bad path, label, parameter) prints one line and exits with
+code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from .errors import UserError
+
+
+def _layout_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("COVIDx layout (releases differ)")
+    g.add_argument("--train-split", help="train split file name (default train_split.txt)")
+    g.add_argument("--test-split", help="test split file name (default test_split.txt)")
+    g.add_argument("--train-dir", help="train image folder (default train)")
+    g.add_argument("--test-dir", help="test image folder (default test)")
+
+
+def _layout(args):
+    from .data.covidx import Layout
+
+    given = {k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")
+             if getattr(args, k) is not None}
+    return Layout(**given)
+
+
+def cmd_synth(args) -> None:
+    from .data.synthetic import SynthConfig, write_synthetic
+
+    cfg = SynthConfig(n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed,
+                      sources=args.sources, class_mix=args.class_mix)
+    summary = write_synthetic(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote SYNTHETIC chest X-rays to {args.out}")
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_data_summary(args) -> None:
+    from pathlib import Path
+
+    from .data.covidx import patient_overlap, summarize
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist; pass a COVIDx folder to --data.")
+    layout = _layout(args)
+    summary = summarize(root, layout)
+    leaked = patient_overlap(root, layout)
+    if leaked:
+        shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
+        print(f"warning: {len(leaked)} patient id(s) appear in both train and test: {shown}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    from .data.covidx import CLASSES
+
+    print(f"{'split':<8}" + "".join(f"{c:>12}" for c in CLASSES) + f"{'total':>10}")
+    for split in ("train", "test"):
+        counts = summary[split]
+        print(f"{split:<8}" + "".join(f"{counts[c]:>12}" for c in CLASSES) + f"{counts['total']:>10}")
+    for split, by_source in summary["sources"].items():
+        print(f"sources ({split}): " + ", ".join(f"{s}={n}" for s, n in sorted(by_source.items())))
+
+
+TRAIN_OPTIONS = {
+    # flag: (config field, type, help)
+    "--model": ("model", str, "network: covidnet_small, covidnet_large, resnet18, resnext50_32x4d, mobilenet_v2"),
+    "--mode": ("mode", str, "fedavg | central (pooled) | local (each client alone)"),
+    "--data": ("data", str, "'synthetic' or a COVIDx root folder"),
+    "--rounds": ("rounds", int, "federated rounds R"),
+    "--clients": ("clients", int, "clients K"),
+    "--fraction": ("fraction", float, "client fraction C in (0, 1]"),
+    "--local-epochs": ("local_epochs", int, "local epochs E"),
+    "--batch-size": ("batch_size", int, "batch size B"),
+    "--lr": ("lr", float, "Adam learning rate"),
+    "--weight-decay": ("weight_decay", float, "Adam weight decay"),
+    "--aggregation": ("aggregation", str, "weighted (by sample count) | uniform (the authors' mean)"),
+    "--partition": ("partition", str, "iid | dirichlet | quantity | by_source"),
+    "--alpha": ("alpha", float, "Dirichlet concentration for dirichlet / quantity"),
+    "--central-epochs": ("central_epochs", int, "pooled epochs (default R x E)"),
+    "--image-size": ("image_size", int, "input size in pixels"),
+    "--eval-every": ("eval_every", int, "evaluate on the test set every N rounds"),
+    "--subset": ("subset", int, "train on a seeded random subset of N images"),
+    "--seed": ("seed", int, "seed for every random choice"),
+    "--device": ("device", str, "auto | cpu | cuda"),
+}
+
+
+def train_config(args):
+    from . import config
+
+    overrides = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values()}
+    overrides.update({k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")})
+    if args.keep_optimizer_state:
+        overrides["keep_optimizer_state"] = True
+    if args.no_amp:
+        overrides["amp"] = False
+    return config.resolve(args.profile, args.config, **overrides)
+
+
+def cmd_train(args) -> None:
+    from .experiment import run
+
+    cfg = train_config(args)
+    final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{final['model']} {final['mode']}: train accuracy {final['train']['accuracy']:.4f}, "
+          f"test accuracy {final['test']['accuracy']:.4f} on {final['data_description']}")
+    print(f"run directory: {args.out}")
+
+
+def cmd_params(args) -> None:
+    from .models import MODEL_NAMES, param_table
+
+    for row in param_table(MODEL_NAMES):
+        pub = f" (published {row['published_millions']:.1f}M)" if row.get("published_millions") else ""
+        print(f"{row['display_name']:<24}{row['params_millions']:>10.2f}M{pub}")
+
+
+def cmd_reproduce(args) -> None:
+    from .reproduce import reproduce
+
+    reproduce(profile=args.profile, data=args.data, models=args.models, modes=args.modes,
+              force=args.force, runs_dir=args.runs_dir, figures_dir=args.figures_dir,
+              reports_dir=args.reports_dir, seed=args.seed, device=args.device,
+              progress=not args.quiet)
+
+
+def cmd_explain(args) -> None:
+    from .explain import explain_run
+
+    out = explain_run(run_dir=args.run, images=args.images, out=args.out, split=args.split,
+                      seed=args.seed, device=args.device)
+    print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedlib", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic COVIDx-format data set")
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--n-train", type=int, default=1600)
+    p.add_argument("--n-test", type=int, default=400)
+    p.add_argument("--size", type=int, default=256, help="image size in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", type=int, default=4, help="number of simulated hospitals")
+    p.add_argument("--class-mix", default="balanced", help="balanced | covidx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("data-summary", help="image counts per split, class and source")
+    p.add_argument("--data", required=True, help="COVIDx root folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _layout_args(p)
+    p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("train", help="train one model in one mode into a run directory")
+    p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
+    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/resnet18-fedavg")
+    for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
+        p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
+    p.add_argument("--keep-optimizer-state", action="store_true", help="each client keeps its Adam state")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _layout_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reproduce", help="run every notebook in order with papermill (trains, then plots)")
+    p.add_argument("--profile", default="quick", help="quick (CPU, minutes) | paper (GPU) | smoke")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder")
+    p.add_argument("--models", nargs="+", default=None, help="models to train (default: the paper's four)")
+    p.add_argument("--modes", nargs="+", default=None, help="training modes (default: fedavg central)")
+    p.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--runs-dir", default=None, help="where run directories go (default runs/<profile>)")
+    p.add_argument("--figures-dir", default="figures", help="where figures and tables go")
+    p.add_argument("--reports-dir", default="reports", help="where executed notebooks go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("explain", help="Grad-CAM++ maps of one trained run")
+    p.add_argument("--run", required=True, help="run directory, e.g. runs/quick/resnet18-fedavg")
+    p.add_argument("--images", nargs="*", default=None,
+                   help="image file names from the split (default: one per class, chosen by --seed)")
+    p.add_argument("--split", default="test", help="train | test")
+    p.add_argument("--out", default=None, help="output PNG (default <run>/gradcam.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("params", help="parameter count of every model (the paper's Table 2 column)")
+    p.set_defaults(func=cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"fedlib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedlib: interrupted; resume with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Every knob of a training run, with the paper's values as defaults.
+
+A run is fully described by one ``TrainConfig``: ``config.json`` in the run
+directory holds it resolved, so ``fedlib train --config runs/X/config.json``
+repeats the run. Profiles are named sets of overrides: ``paper`` is the
+protocol of ../shared/paper/FACTS.md, ``quick`` the same code at CPU size,
+``smoke`` seconds for tests. Precedence: defaults < profile < config file < CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from .aggregate import AGGREGATIONS
+from .errors import UserError
+from .partition import PARTITIONS
+
+MODES = ("fedavg", "central", "local")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "resnet18"  # one of fedlib.models.MODEL_NAMES
+    mode: str = "fedavg"  # fedavg | central (pooled data) | local (each client alone)
+    data: str = "synthetic"  # "synthetic" (generated on first use) or a COVIDx root folder
+    profile: str = "paper"  # the profile these values started from (recorded, not re-applied)
+    image_size: int = 224  # the paper resizes to 224 x 224
+    # Federated protocol (the paper's Table 1)
+    clients: int = 5  # K hospitals
+    fraction: float = 0.4  # C, the paper's "score S": max(int(C*K), 1) = 2 clients per round
+    rounds: int = 100  # R
+    local_epochs: int = 3  # E
+    batch_size: int = 10  # B
+    lr: float = 2e-5  # Adam learning rate
+    weight_decay: float = 1e-7  # Adam weight decay
+    aggregation: str = "weighted"  # weighted by sample count (McMahan et al.); "uniform" = the authors' plain mean
+    keep_optimizer_state: bool = False  # the authors create Adam afresh at each local update
+    partition: str = "iid"  # iid | dirichlet | quantity | by_source
+    alpha: float = 0.5  # Dirichlet concentration for the dirichlet and quantity partitions
+    # Baselines
+    central_epochs: int | None = None  # pooled training epochs; None = rounds * local_epochs (the paper's 300)
+    # Bookkeeping
+    eval_every: int = 1  # evaluate the global model on the test set every N rounds (epochs when pooled)
+    checkpoint_every: int = 1  # checkpoint every N rounds; 1 so that --resume loses at most one round
+    seed: int = 0  # every random choice derives from this: init, partition, sampling, batches, augmentation
+    subset: int | None = None  # train on a seeded random subset of this many training images (None = all)
+    test_subset: int | None = None  # evaluate on a seeded random subset of the test set (None = all)
+    # Hardware
+    device: str = "auto"  # auto = cuda if available, else cpu
+    amp: bool | None = None  # bf16 autocast; None = on with CUDA, off on CPU (the CPU path stays exact)
+    channels_last: bool | None = None  # None = on with CUDA
+    eval_batch_size: int = 64  # evaluation only; does not change results
+    # Synthetic data (used when data == "synthetic")
+    synth_n_train: int = 1600  # images in the generated training split
+    synth_n_test: int = 400  # images in the generated test split
+    synth_size: int = 256  # generated PNG size in pixels
+    synth_sources: int = 4  # generated "hospitals" (acquisition and class-mix differ)
+    synth_class_mix: str = "balanced"  # balanced | covidx (COVID-19 a small minority, as COVIDx v3)
+    synth_seed: int = 0  # the data set is fixed across experiment seeds, as a real one would be
+    data_dir: str = "data"  # where generated data sets live
+    # COVIDx layout: releases name their split files and folders differently
+    train_split: str = "train_split.txt"
+    test_split: str = "test_split.txt"
+    train_dir: str = "train"
+    test_dir: str = "test"
+
+    @property
+    def layout(self):
+        from .data.covidx import Layout
+
+        return Layout(self.train_split, self.test_split, self.train_dir, self.test_dir)
+
+    @property
+    def clients_per_round(self) -> int:
+        return max(int(self.fraction * self.clients), 1)
+
+    @property
+    def pooled_epochs(self) -> int:
+        return self.central_epochs if self.central_epochs is not None else self.rounds * self.local_epochs
+
+
+PROFILES: dict[str, dict] = {
+    # ../shared/paper/FACTS.md exactly; meant for COVIDx on a GPU.
+    "paper": {},
+    # The same code at 2-core CPU size: small images, few rounds, a larger learning rate
+    # (the paper's 2e-5 needs its ~80,000 steps; quick has a few hundred). See README.
+    "quick": dict(
+        image_size=64, rounds=10, local_epochs=2, batch_size=16, lr=1e-3,
+        synth_n_train=1000, synth_n_test=300, synth_size=128, eval_batch_size=100,
+    ),
+    # Seconds: what the tests use.
+    "smoke": dict(
+        image_size=32, clients=3, fraction=0.67, rounds=2, local_epochs=1, batch_size=8, lr=1e-3,
+        synth_n_train=48, synth_n_test=24, synth_size=48, synth_sources=3, eval_batch_size=32,
+    ),
+}
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible values before any work starts, one sentence each."""
+    from .models import MODEL_NAMES  # late: models pull in torchvision
+
+    _check(cfg.model in MODEL_NAMES, f"unknown model {cfg.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    _check(cfg.mode in MODES, f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}.")
+    _check(cfg.partition in PARTITIONS, f"unknown partition {cfg.partition!r}; choose one of {', '.join(PARTITIONS)}.")
+    _check(cfg.aggregation in AGGREGATIONS, f"unknown aggregation {cfg.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}.")
+    _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
+    _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
+    _check(isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
+           f"--fraction must be in (0, 1], got {cfg.fraction}.")
+    for name in ("rounds", "clients", "local_epochs", "batch_size", "eval_every", "checkpoint_every",
+                 "eval_batch_size", "synth_n_train", "synth_n_test", "synth_sources"):
+        value = getattr(cfg, name)
+        _check(isinstance(value, int) and value >= 1,
+               f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
+    _check(isinstance(cfg.image_size, int) and cfg.image_size >= 32,
+           f"--image-size must be an integer of at least 32, got {cfg.image_size!r}.")
+    for name in ("lr", "weight_decay", "alpha"):
+        value = getattr(cfg, name)
+        _check(isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+               f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.")
+    _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}.")
+    for name in ("central_epochs", "subset", "test_subset"):
+        value = getattr(cfg, name)
+        _check(value is None or (isinstance(value, int) and value >= 1),
+               f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
+    return cfg
+
+
+def from_dict(values: dict, source: str = "config") -> dict:
+    """Check keys and types of a partial config; unknown keys are an error, not ignored."""
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise UserError(
+            f"{source} has unknown key(s) {', '.join(unknown)}; valid keys are the fields of "
+            "fedlib.config.TrainConfig (see README)."
+        )
+    return dict(values)
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a JSON or YAML config file (partial configs are fine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing JSON or YAML file to --config.")
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"config file {path} is not valid JSON/YAML ({exc}); fix its syntax.") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values.")
+    return from_dict(values, source=f"config file {path}")
+
+
+def resolve(profile: str = "paper", file: str | Path | None = None, **overrides) -> TrainConfig:
+    """Defaults < profile < config file < explicit overrides (None means 'not given')."""
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    values = {**PROFILES[profile], "profile": profile}
+    if file is not None:
+        values.update(load_file(file))
+    values.update({k: v for k, v in from_dict(overrides, "options").items() if v is not None})
+    return validate(TrainConfig(**values))
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
+
+
+def replace(cfg: TrainConfig, **changes) -> TrainConfig:
+    return validate(dataclasses.replace(cfg, **changes))

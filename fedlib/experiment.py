@@ -1,0 +1,139 @@
+"""What every training mode shares: data, client partition, model, hardware,
+the run directory, and the final evaluation.
+
+``run(cfg, out)`` is the entry point behind ``fedlib train``; it dispatches to
+``fedlib.federated`` (FedAvg) or ``fedlib.central`` (pooled and local-only).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import runs
+from .config import TrainConfig, to_dict, validate
+from .data.resolve import Dataset, load_dataset
+from .metrics import summarize_confusion
+from .models import build_model, param_count
+from .partition import class_counts, partition
+from .train import Hardware, derive_seed, evaluate, pick_hardware
+
+
+@dataclass
+class Experiment:
+    cfg: TrainConfig
+    data: Dataset
+    hw: Hardware
+    run_dir: Path
+    train_idx: np.ndarray  # the training images in use (all, or the --subset)
+    test_idx: np.ndarray
+    parts: list[np.ndarray]  # one index array (into the training arrays) per client
+    progress: bool = True
+    started: float = field(default_factory=time.time)
+
+    def new_model(self) -> nn.Module:
+        """The model at its seeded initial weights, on the device."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.seed, "init"))
+            model = build_model(self.cfg.model, num_classes=len(self.data.classes))
+        model = model.to(self.hw.device)
+        if self.hw.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def test_metrics(self, model: nn.Module) -> dict:
+        res = evaluate(model, self.data.test_images, self.data.test_labels, self.test_idx,
+                       image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size)
+        return {"test_loss": res.loss, **prefix("test_", summarize_confusion(res.confusion, self.data.classes))}
+
+    def final_metrics(self, model: nn.Module, indices: np.ndarray | None = None) -> dict:
+        """Train metrics on the un-augmented training images (the authors measured on
+        the augmented stream) and test metrics, with confusion matrices."""
+        out = {}
+        for split, images, labels, idx in (
+            ("train", self.data.train_images, self.data.train_labels, self.train_idx if indices is None else indices),
+            ("test", self.data.test_images, self.data.test_labels, self.test_idx),
+        ):
+            res = evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw,
+                           batch_size=self.cfg.eval_batch_size)
+            out[split] = {"loss": res.loss, **summarize_confusion(res.confusion, self.data.classes),
+                          "confusion": res.confusion.tolist()}
+        return out
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+
+def prefix(p: str, d: dict) -> dict:
+    return {p + k: v for k, v in d.items()}
+
+
+def _subset(n: int, limit: int | None, seed: int, key: str) -> np.ndarray:
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(derive_seed(seed, key)).choice(n, limit, replace=False))
+
+
+def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
+    hw = pick_hardware(cfg.device, cfg.amp, cfg.channels_last)
+    data = load_dataset(cfg, progress=progress)
+    train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
+    test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
+    local = partition(cfg.partition, data.train_labels[train_idx], data.train_sources[train_idx],
+                      cfg.clients, derive_seed(cfg.seed, "partition"), cfg.alpha)
+    parts = [train_idx[p] for p in local]
+    return Experiment(cfg, data, hw, Path(run_dir), train_idx, test_idx, parts, progress)
+
+
+def describe(exp: Experiment) -> dict:
+    """Facts about the run that are not config: what data, how clients were split."""
+    model = build_model(exp.cfg.model, num_classes=len(exp.data.classes))
+    return {
+        "data_root": str(exp.data.root),
+        "synthetic": exp.data.synthetic,
+        "data_description": exp.data.description,
+        "classes": list(exp.data.classes),
+        "num_train": int(len(exp.train_idx)),
+        "num_test": int(len(exp.test_idx)),
+        "clients": len(exp.parts),
+        "client_sizes": [int(len(p)) for p in exp.parts],
+        "client_class_counts": class_counts(exp.parts, exp.data.train_labels, len(exp.data.classes)).tolist(),
+        "params": param_count(model),
+        "device": str(exp.hw.device),
+        "amp": exp.hw.amp,
+    }
+
+
+def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+        progress: bool = True) -> dict:
+    """Train one (model, mode) run into ``out``; returns final.json's content."""
+    from .central import run_central, run_local
+    from .federated import run_fedavg
+
+    out = Path(out)
+    moved = runs.prepare(out, resume=resume, overwrite=overwrite)
+    if resume:
+        if runs.is_finished(out):
+            return runs.read_json(out / "final.json")
+        # The saved config decides; only the hardware may change on resume.
+        saved = runs.read_json(out / "config.json")
+        saved.update(device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last)
+        cfg = validate(TrainConfig(**saved))
+    else:
+        runs.write_json(out / "config.json", to_dict(cfg))
+    exp = setup(cfg, out, progress)
+    if exp.parts and len(exp.parts) != cfg.clients and cfg.mode != "central":
+        cfg.clients = len(exp.parts)  # by_source: one client per source
+    checkpoint = runs.load_checkpoint(out) if resume else None
+    engine = {"fedavg": run_fedavg, "central": run_central, "local": run_local}[cfg.mode]
+    final = engine(exp, checkpoint)
+    final = {"model": cfg.model, "mode": cfg.mode, "profile": cfg.profile, "seed": cfg.seed,
+             **describe(exp), **final, "wall_time": exp.elapsed()}
+    runs.write_json(out / "final.json", final)
+    runs.finish(moved)
+    return final

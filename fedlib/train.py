@@ -1,0 +1,179 @@
+"""Local training and evaluation: plain functions with no federated knowledge.
+
+The data are a uint8 array of cached images (N, S, S, 3) and a label array;
+a client is just an index list into them, so no image is ever copied per
+client. All randomness of a call (batch order, augmentation, dropout) comes
+from the integer ``seed`` it is given, so a call is reproducible on its own and
+resuming a run needs no global random state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.transforms import augment_batch, eval_batch
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where and how tensors run; built once by ``pick_hardware``."""
+
+    device: torch.device
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    non_blocking: bool = False  # pinned host memory + async copies (CUDA only)
+
+
+def pick_hardware(device: str = "auto", amp: bool | None = None, channels_last: bool | None = None) -> Hardware:
+    """The one place that picks the device. On CUDA, bf16 autocast and channels_last
+    are on unless switched off; on CPU both stay off so results are exact."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
+    gpu = dev.type == "cuda"
+    return Hardware(
+        device=dev,
+        amp=gpu if amp is None else bool(amp),
+        channels_last=gpu if channels_last is None else bool(channels_last),
+        non_blocking=gpu,
+    )
+
+
+def derive_seed(seed: int, *keys) -> int:
+    """A 63-bit seed from a base seed and keys, e.g. (seed, "train", round, client)."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class TrainResult:
+    loss: float  # mean training loss over all batches of all epochs
+    num_examples: int  # images in the client's data (the FedAvg weight)
+    optimizer_state: dict | None  # Adam state, for callers that keep it between calls
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    confusion: np.ndarray  # (classes, classes), rows = true label
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _to_device(images: np.ndarray, idx: np.ndarray, hw: Hardware) -> torch.Tensor:
+    batch = torch.from_numpy(np.ascontiguousarray(images[idx]))
+    if hw.non_blocking:
+        batch = batch.pin_memory()
+    return batch.to(hw.device, non_blocking=hw.non_blocking)
+
+
+def _autocast(hw: Hardware):
+    return torch.autocast(hw.device.type, dtype=torch.bfloat16) if hw.amp else nullcontext()
+
+
+def _prepare_input(x: torch.Tensor, hw: Hardware) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if hw.channels_last else x
+
+
+def batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Split (shuffled when ``rng`` is given) indices into batches. A last batch of a
+    single image is dropped when training: BatchNorm cannot normalise one sample."""
+    order = rng.permutation(indices) if rng is not None else np.asarray(indices)
+    out = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None and len(out) > 1 and len(out[-1]) == 1:
+        out.pop()
+    return out
+
+
+def local_train(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    image_size: int,
+    seed: int,
+    hw: Hardware,
+    optimizer_state: dict | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
+
+    The optimizer is created afresh (the authors' behaviour) unless
+    ``optimizer_state`` is given. Returns the mean loss and the optimizer state.
+    """
+    model.train()
+    optimizer = make_optimizer(model, lr, weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
+    total, count = 0.0, 0
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # dropout; fork_rng restores the caller's global state afterwards
+        for _ in range(epochs):
+            for idx in batches(indices, batch_size, rng):
+                x = _prepare_input(augment_batch(_to_device(images, idx, hw), image_size, gen), hw)
+                y = torch.from_numpy(labels[idx]).to(hw.device, non_blocking=hw.non_blocking)
+                with _autocast(hw):
+                    loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+    return TrainResult(
+        loss=total / max(count, 1),
+        num_examples=len(indices),
+        optimizer_state=optimizer.state_dict(),
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray | None = None,
+    *,
+    image_size: int,
+    hw: Hardware,
+    batch_size: int = 64,
+    num_classes: int = 3,
+) -> EvalResult:
+    """Loss and confusion matrix without augmentation; leaves the model's train/eval mode as found."""
+    was_training = model.training
+    model.eval()
+    if indices is None:
+        indices = np.arange(len(labels))
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    total = 0.0
+    try:
+        for idx in batches(indices, batch_size, rng=None):
+            x = _prepare_input(eval_batch(_to_device(images, idx, hw), image_size), hw)
+            y = torch.from_numpy(labels[idx]).to(hw.device)
+            with _autocast(hw):
+                logits = model(x)
+            total += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            pairs = y.cpu() * num_classes + logits.argmax(1).cpu()
+            confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
+    finally:
+        model.train(was_training)
+    return EvalResult(loss=total / max(len(indices), 1), confusion=confusion.numpy())

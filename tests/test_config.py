@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from fedlib import config
+from fedlib.errors import UserError
+
+
+def test_paper_profile_is_the_papers_table_1():
+    cfg = config.resolve("paper")
+    assert (cfg.clients, cfg.fraction, cfg.rounds, cfg.local_epochs, cfg.batch_size) == (5, 0.4, 100, 3, 10)
+    assert (cfg.lr, cfg.weight_decay, cfg.image_size) == (2e-5, 1e-7, 224)
+    assert cfg.clients_per_round == 2
+    assert cfg.pooled_epochs == 300
+
+
+def test_precedence_defaults_profile_file_cli(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("rounds: 7\nbatch_size: 4\n")
+    cfg = config.resolve("quick", path, batch_size=5, lr=None)
+    assert cfg.image_size == config.PROFILES["quick"]["image_size"]  # profile
+    assert cfg.rounds == 7  # file
+    assert cfg.batch_size == 5  # CLI beats file
+    assert cfg.lr == config.PROFILES["quick"]["lr"]  # None = not given
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = config.resolve("smoke", seed=3)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict(cfg)))
+    assert config.resolve("paper", path) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"fraction": 0.0}, r"--fraction must be in \(0, 1\], got 0.0"),
+        ({"fraction": 1.5}, r"--fraction must be in \(0, 1\], got 1.5"),
+        ({"rounds": 0}, "--rounds must be an integer of at least 1, got 0"),
+        ({"batch_size": 0}, "--batch-size must be an integer of at least 1, got 0"),
+        ({"partition": "shards"}, "unknown partition 'shards'"),
+        ({"model": "vgg16"}, "unknown model 'vgg16'; choose one of covidnet_small"),
+        ({"mode": "swarm"}, "unknown mode 'swarm'"),
+        ({"lr": float("nan")}, "--lr must be a finite non-negative number, got nan"),
+        ({"lr": float("inf")}, "--lr must be a finite non-negative number, got inf"),
+        ({"image_size": 16}, "--image-size must be an integer of at least 32"),
+    ],
+)
+def test_invalid_values_fail_with_one_sentence(overrides, message):
+    with pytest.raises(UserError, match=message):
+        config.resolve("smoke", **overrides)
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"rounds": 2, "learning_rate": 0.1}))
+    with pytest.raises(UserError, match="unknown key\\(s\\) learning_rate"):
+        config.resolve("smoke", path)
+
+
+def test_missing_and_malformed_config_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        config.resolve("smoke", tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{rounds: ")
+    with pytest.raises(UserError, match="not valid JSON/YAML"):
+        config.resolve("smoke", bad)

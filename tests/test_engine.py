@@ -1,0 +1,168 @@
+"""The training engine end to end on tiny synthetic data (CPU, seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedlib import config, runs
+from fedlib.errors import UserError
+from fedlib.experiment import run, setup
+from fedlib.federated import sample_clients
+from fedlib.train import Hardware, evaluate, local_train
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def smoke(data_dir, **overrides):
+    return config.resolve("smoke", data_dir=str(data_dir), **overrides)
+
+
+def weights(run_dir):
+    return runs.load_checkpoint(run_dir)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sampling_is_seeded_and_distinct():
+    a = [sample_clients(10, 4, seed=0, round_idx=r) for r in range(5)]
+    assert a == [sample_clients(10, 4, seed=0, round_idx=r) for r in range(5)]
+    assert all(len(set(s)) == 4 and all(0 <= c < 10 for c in s) for s in a)
+    assert len({tuple(s) for s in a}) > 1  # rounds differ
+    assert a != [sample_clients(10, 4, seed=1, round_idx=r) for r in range(5)]
+
+
+def test_fedavg_run_directory(data_dir, tmp_path):
+    cfg = smoke(data_dir, rounds=2)
+    final = run(cfg, tmp_path / "r", progress=False)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["rounds"] == 2 and saved["mode"] == "fedavg"
+    history = runs.read_history(tmp_path / "r" / "history.csv")
+    assert [int(h["round"]) for h in history] == [1, 2]
+    per_round = cfg.clients_per_round
+    assert all(len(h["clients"].split(";")) == per_round for h in history)
+    assert {"train_loss", "test_loss", "test_accuracy", "test_sensitivity_covid19", "wall_time"} <= set(history[0])
+    assert final["synthetic"] is True
+    assert final["train"]["n"] == cfg.synth_n_train and final["test"]["n"] == cfg.synth_n_test
+    assert np.array(final["test"]["confusion"]).sum() == cfg.synth_n_test
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+
+
+def test_fedavg_k1_equals_one_pooled_epoch(data_dir, tmp_path):
+    fed = smoke(data_dir, mode="fedavg", clients=1, fraction=1.0, rounds=1, local_epochs=1)
+    pooled = smoke(data_dir, mode="central", clients=1, central_epochs=1)
+    run(fed, tmp_path / "fed", progress=False)
+    run(pooled, tmp_path / "pooled", progress=False)
+    assert_same_weights(weights(tmp_path / "fed"), weights(tmp_path / "pooled"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["fedavg", "central", "local"])
+def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path, monkeypatch, mode):
+    cfg = smoke(data_dir, mode=mode, rounds=3, central_epochs=3)
+    run(cfg, tmp_path / "full", progress=False)
+    # Interrupt the second run at a local update in the middle (mid-round / mid-client), then resume.
+    crash_at = {"fedavg": 4, "central": 2, "local": 5}[mode]
+    module = "fedlib.federated" if mode == "fedavg" else "fedlib.central"
+    real, calls = local_train, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise Interrupted
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(f"{module}.local_train", crashing)
+    with pytest.raises(Interrupted):
+        run(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(f"{module}.local_train", real)
+    assert not (tmp_path / "cut" / "final.json").exists()
+    run(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
+    h_full = runs.read_history(tmp_path / "full" / "history.csv")
+    h_cut = runs.read_history(tmp_path / "cut" / "history.csv")
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert drop(h_full) == drop(h_cut)
+
+
+def test_same_seed_same_result_other_seed_differs(data_dir, tmp_path):
+    run(smoke(data_dir, seed=5), tmp_path / "a", progress=False)
+    run(smoke(data_dir, seed=5), tmp_path / "b", progress=False)
+    run(smoke(data_dir, seed=6), tmp_path / "c", progress=False)
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    a, c = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_existing_run_is_not_overwritten(data_dir, tmp_path):
+    cfg = smoke(data_dir, rounds=1)
+    run(cfg, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "final.json").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        run(cfg, tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "final.json").read_bytes() == before
+
+
+def test_failed_overwrite_keeps_previous_run(data_dir, tmp_path, monkeypatch):
+    cfg = smoke(data_dir, rounds=1)
+    run(cfg, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "final.json").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("fedlib.federated.local_train", broken)
+    with pytest.raises(RuntimeError):
+        run(cfg, tmp_path / "r", overwrite=True, progress=False)
+    assert (tmp_path / "r.previous" / "final.json").read_bytes() == before
+
+
+def test_local_mode_trains_each_client(data_dir, tmp_path):
+    cfg = smoke(data_dir, mode="local", central_epochs=1)
+    final = run(cfg, tmp_path / "r", progress=False)
+    assert len(final["per_client"]) == cfg.clients
+    sizes = [m["train"]["n"] for m in final["per_client"]]
+    assert sum(sizes) == cfg.synth_n_train
+    history = runs.read_history(tmp_path / "r" / "history.csv")
+    assert sorted({int(h["client"]) for h in history}) == list(range(cfg.clients))
+
+
+def test_by_source_partition_uses_one_client_per_source(data_dir, tmp_path):
+    cfg = smoke(data_dir, partition="by_source", clients=2, rounds=1)
+    final = run(cfg, tmp_path / "r", progress=False)
+    assert final["clients"] == cfg.synth_sources
+
+
+def test_smoke_fedavg_beats_chance(data_dir, tmp_path):
+    # Enough rounds on the smoke data for a clear margin over chance (1/3 on balanced classes).
+    cfg = smoke(data_dir, model="resnet18", rounds=8, local_epochs=2, synth_n_train=150, synth_n_test=60,
+                clients=3, fraction=1.0)
+    final = run(cfg, tmp_path / "r", progress=False)
+    assert final["test"]["accuracy"] > 0.55
+
+
+def test_local_train_and_evaluate_leave_no_global_rng_trace(data_dir):
+    exp = setup(smoke(data_dir), run_dir=data_dir / "unused", progress=False)
+    model = exp.new_model()
+    hw = Hardware(device=torch.device("cpu"))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    res = local_train(model, exp.data.train_images, exp.data.train_labels, exp.parts[0], epochs=1,
+                      batch_size=8, lr=1e-3, weight_decay=0, image_size=32, seed=1, hw=hw)
+    model.eval()
+    ev = evaluate(model, exp.data.test_images, exp.data.test_labels, image_size=32, hw=hw)
+    assert torch.equal(before, torch.get_rng_state())
+    assert not model.training  # evaluate restored the mode it found
+    assert res.num_examples == len(exp.parts[0]) and np.isfinite(res.loss)
+    assert ev.confusion.sum() == len(exp.data.test_labels)
