@@ -145,11 +145,11 @@ def test_by_source_partition_uses_one_client_per_source(data_dir, tmp_path):
 
 
 def test_smoke_fedavg_beats_chance(data_dir, tmp_path):
-    # Enough rounds on the smoke data for a clear margin over chance (1/3 on balanced classes).
+    # Balanced classes: chance is 1/3. A few rounds at 48 px give a clear margin (0.63 when written).
     cfg = smoke(data_dir, model="resnet18", rounds=8, local_epochs=2, synth_n_train=150, synth_n_test=60,
-                clients=3, fraction=1.0)
+                clients=3, fraction=1.0, image_size=48, synth_size=64)
     final = run(cfg, tmp_path / "r", progress=False)
-    assert final["test"]["accuracy"] > 0.55
+    assert final["test"]["accuracy"] > 0.5
 
 
 def test_local_train_and_evaluate_leave_no_global_rng_trace(data_dir):
