@@ -65,6 +65,8 @@ def write_history(path: Path, rows: list[dict]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
+    # Rows without test metrics come first in a run with eval_every > 1; keep wall_time last.
+    columns = [c for c in columns if c != "wall_time"] + (["wall_time"] if "wall_time" in columns else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
