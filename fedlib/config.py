@@ -92,8 +92,8 @@ PROFILES: dict[str, dict] = {
     # The same code at 2-core CPU size: small images, few rounds, a larger learning rate
     # (the paper's 2e-5 needs its ~80,000 steps; quick has a few hundred). See README.
     "quick": dict(
-        image_size=64, rounds=8, local_epochs=1, batch_size=32, lr=1e-3, eval_every=2,
-        synth_n_train=600, synth_n_test=200, synth_size=128, eval_batch_size=100,
+        image_size=64, rounds=6, local_epochs=2, batch_size=16, lr=1e-3,
+        synth_n_train=400, synth_n_test=200, synth_size=128, eval_batch_size=100,
     ),
     # Seconds: what the tests use.
     "smoke": dict(
