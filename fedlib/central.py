@@ -13,7 +13,7 @@ alone for the same number of epochs and evaluated on the shared test set: the
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import runs
 from .experiment import Experiment

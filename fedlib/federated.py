@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import runs
 from .aggregate import RunningAverage, client_weights
