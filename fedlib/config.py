@@ -102,6 +102,13 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
+# Per-model exceptions inside a profile. COVID-Net's first dense layer has 103M inputs
+# weights: Adam moves each by ~lr per step, so at the quick lr of 1e-3 its logits blow
+# up (training loss 35 in round 1); it keeps the paper's 2e-5.
+PROFILE_MODEL_OVERRIDES: dict[str, dict[str, dict]] = {
+    "quick": {"covidnet_small": dict(lr=2e-5), "covidnet_large": dict(lr=2e-5)},
+}
+
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
@@ -174,7 +181,10 @@ def resolve(profile: str = "paper", file: str | Path | None = None, **overrides)
     values = {**PROFILES[profile], "profile": profile}
     if file is not None:
         values.update(load_file(file))
-    values.update({k: v for k, v in from_dict(overrides, "options").items() if v is not None})
+    given = {k: v for k, v in from_dict(overrides, "options").items() if v is not None}
+    model = given.get("model", values.get("model", TrainConfig.model))
+    values.update(PROFILE_MODEL_OVERRIDES.get(profile, {}).get(model, {}))
+    values.update(given)
     return validate(TrainConfig(**values))
 
 

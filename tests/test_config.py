@@ -65,3 +65,9 @@ def test_missing_and_malformed_config_file(tmp_path):
     bad.write_text("{rounds: ")
     with pytest.raises(UserError, match="not valid JSON/YAML"):
         config.resolve("smoke", bad)
+
+
+def test_quick_profile_keeps_the_papers_lr_for_covidnet_unless_given():
+    assert config.resolve("quick", model="covidnet_small").lr == 2e-5
+    assert config.resolve("quick", model="resnet18").lr == config.PROFILES["quick"]["lr"]
+    assert config.resolve("quick", model="covidnet_small", lr=1e-4).lr == 1e-4
