@@ -175,15 +175,16 @@ def load_file(path: str | Path) -> dict:
 
 
 def resolve(profile: str = "paper", file: str | Path | None = None, **overrides) -> TrainConfig:
-    """Defaults < profile < config file < explicit overrides (None means 'not given')."""
+    """Defaults < profile (and its per-model exceptions) < config file < explicit overrides
+    (None means 'not given')."""
     if profile not in PROFILES:
         raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
     values = {**PROFILES[profile], "profile": profile}
-    if file is not None:
-        values.update(load_file(file))
+    from_file = load_file(file) if file is not None else {}
     given = {k: v for k, v in from_dict(overrides, "options").items() if v is not None}
-    model = given.get("model", values.get("model", TrainConfig.model))
+    model = given.get("model", from_file.get("model", TrainConfig.model))
     values.update(PROFILE_MODEL_OVERRIDES.get(profile, {}).get(model, {}))
+    values.update(from_file)
     values.update(given)
     return validate(TrainConfig(**values))
 
