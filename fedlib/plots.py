@@ -158,6 +158,21 @@ def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw) -
     return fig, axes
 
 
+def _panel_grid(count: int, max_cols: int, panel_w: float, panel_h: float,
+                extra_h: float) -> tuple[Figure, np.ndarray]:
+    """One panel per shown model (unused panels hidden); a note when nothing is shown."""
+    n = max(count, 1)
+    ncols = min(n, max_cols)
+    nrows = math.ceil(n / ncols)
+    fig, axes = _figure(panel_w * ncols, panel_h * nrows + extra_h, nrows, ncols)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    if not count:
+        axes[0, 0].axis("on")
+        _empty_note(axes[0, 0])
+    return fig, axes
+
+
 def _title(title: str, about: str, missing: Sequence[str] = ()) -> str:
     lines = [title, about]
     if missing:
@@ -375,16 +390,8 @@ def fig5_fl_vs_pooled_loss(fed: dict[str, pd.DataFrame], pooled: dict[str, pd.Da
     """
     shown = list(dict.fromkeys(_ordered(fed, models) + _ordered(pooled, models)))
     missing = _missing(fed, models, "fedavg") + _missing(pooled, models, "central")
-    n = max(len(shown), 1)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
     with _style():
-        fig, axes = _figure(4.2 * ncols, 3.3 * nrows + 0.9, nrows, ncols)
-        for ax in axes.flat[len(shown):]:
-            ax.axis("off")
-        if not shown:
-            axes[0, 0].axis("on")
-            _empty_note(axes[0, 0])
+        fig, axes = _panel_grid(len(shown), 2, 4.2, 3.3, 0.9)
         for ax, m in zip(axes.flat, shown, strict=False):
             for mode, runs in (("fedavg", fed), ("central", pooled)):
                 if m in runs:
@@ -495,16 +502,8 @@ def fig_confusion(finals: dict[str, dict], about: str, models: Sequence[str] | N
                   split: str = "test") -> Figure:
     """Confusion matrices (rows true, columns predicted) of the FedAvg models, one panel per model."""
     shown = _ordered(finals, models)
-    n = max(len(shown), 1)
-    ncols = min(n, 4)
-    nrows = math.ceil(n / ncols)
     with _style("white"):
-        fig, axes = _figure(3.4 * ncols, 3.2 * nrows + 1.0, nrows, ncols)
-        for ax in axes.flat[len(shown):]:
-            ax.axis("off")
-        if not shown:
-            axes[0, 0].axis("on")
-            _empty_note(axes[0, 0])
+        fig, axes = _panel_grid(len(shown), 4, 3.4, 3.2, 1.0)
         for ax, m in zip(axes.flat, shown, strict=False):
             classes = finals[m]["classes"]
             cm = np.asarray(finals[m][split]["confusion"])
