@@ -1,4 +1,4 @@
-"""The ``fedlib`` command line: ``fedlib <command> --help`` for each command.
+"""The fedlib command line: `fedlib <command> --help` for each command.
 
 A ``UserError`` (bad path, label, parameter) prints one line and exits with
 code 2; ``--debug`` shows the traceback instead.

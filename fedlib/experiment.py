@@ -127,8 +127,6 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
     else:
         runs.write_json(out / "config.json", to_dict(cfg))
     exp = setup(cfg, out, progress)
-    if exp.parts and len(exp.parts) != cfg.clients and cfg.mode != "central":
-        cfg.clients = len(exp.parts)  # by_source: one client per source
     checkpoint = runs.load_checkpoint(out) if resume else None
     engine = {"fedavg": run_fedavg, "central": run_central, "local": run_local}[cfg.mode]
     final = engine(exp, checkpoint)
