@@ -21,7 +21,6 @@ kept open between calls; a notebook shows them with ``display(fig)``.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from .data.synthetic import load_mask
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_batch
 from .errors import UserError
 from .models import DISPLAY_NAMES, build_model, cam_layer
+from .plots import save_table, write_figure
 from .train import derive_seed, pick_hardware
 
 MODES = ("fedavg", "central")  # the paper's two rows: trained with FL, and without (pooled)
@@ -249,15 +249,7 @@ def localisation_table(run_dirs: dict, split: str = "test", device: str = "auto"
 
 def write_table(table: pd.DataFrame, figures_dir, stem: str = TABLE_STEM) -> list[Path]:
     """``<stem>.csv`` and ``<stem>.md`` (numbers to 3 decimals), each written atomically."""
-    figures_dir = Path(figures_dir)
-    csv_path, md_path = figures_dir / f"{stem}.csv", figures_dir / f"{stem}.md"
-    runs.atomic_write_text(csv_path, table.to_csv(index=False))
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-             for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    runs.atomic_write_text(md_path, "\n".join(lines) + "\n")
-    return [csv_path, md_path]
+    return save_table(table, figures_dir, stem, digits=3)
 
 
 # ---------------------------------------------------------------- runs and images
@@ -350,10 +342,7 @@ def save_figure(fig: Figure, path) -> Path:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():
         raise UserError(f"cannot write a figure as {path.name}; use a .png or .pdf file name.")
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-    runs.atomic_write_bytes(path, buf.getvalue())
-    return path
+    return write_figure(fig, path)
 
 
 def _caption(panel: Panel, classes) -> str:

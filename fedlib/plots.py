@@ -111,16 +111,18 @@ def describe_data(data, cfg) -> str:
 # ---------------------------------------------------------------- saving
 
 
+def write_figure(fig: Figure, path, dpi: int = FIG_DPI) -> Path:
+    """Write one figure file atomically; the suffix picks the format."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower(), dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def save_figure(fig: Figure, figures_dir, name: str) -> list[Path]:
     """Write ``<name>.png`` and ``<name>.pdf`` atomically; returns both paths."""
-    paths = []
-    for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=FIG_DPI, bbox_inches="tight")
-        path = Path(figures_dir) / f"{name}.{ext}"
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    return paths
+    return [write_figure(fig, Path(figures_dir) / f"{name}.{ext}") for ext in ("png", "pdf")]
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
@@ -135,12 +137,12 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_table(df: pd.DataFrame, figures_dir, name: str) -> list[Path]:
+def save_table(df: pd.DataFrame, figures_dir, name: str, digits: int = 4) -> list[Path]:
     """Write ``<name>.csv`` (full precision) and ``<name>.md`` (caption + rounded table) atomically."""
     csv_path, md_path = Path(figures_dir) / f"{name}.csv", Path(figures_dir) / f"{name}.md"
     atomic_write_text(csv_path, df.to_csv(index=False))
     caption = df.attrs.get("caption")
-    atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + markdown_table(df))
+    atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + markdown_table(df, digits))
     return [csv_path, md_path]
 
 
