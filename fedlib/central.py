@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runs
+from .client import cpu_state
 from .experiment import Experiment
-from .federated import cpu_state
 from .train import derive_seed, local_train
 
 

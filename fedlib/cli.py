@@ -88,6 +88,11 @@ TRAIN_OPTIONS = {
     "--subset": ("subset", int, "train on a seeded random subset of N images"),
     "--seed": ("seed", int, "seed for every random choice"),
     "--device": ("device", str, "auto | cpu | cuda"),
+    "--engine": ("engine", str, "inprocess (default) | flower-sim | flower (FedAvg only)"),
+    "--min-clients": ("min_clients", int, "a round needs at least this many usable client updates"),
+    "--round-retries": ("round_retries", int, "retries of a round with too few usable updates"),
+    "--client-timeout": ("client_timeout", float, "seconds per local update before a client is dropped"),
+    "--inject-failures": ("inject_failures", float, "probability that a client fails on purpose (seeded)"),
 }
 
 

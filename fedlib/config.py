@@ -22,6 +22,7 @@ from .errors import UserError
 from .partition import PARTITIONS
 
 MODES = ("fedavg", "central", "local")
+ENGINES = ("inprocess", "flower-sim", "flower")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -42,6 +43,13 @@ class TrainConfig:
     weight_decay: float = 1e-7  # Adam weight decay
     aggregation: str = "weighted"  # weighted by sample count (McMahan et al.); "uniform" = the authors' plain mean
     keep_optimizer_state: bool = False  # the authors create Adam afresh at each local update
+    engine: str = "inprocess"  # inprocess | flower-sim (Flower simulation) | flower (Flower deployment)
+    # Failing clients (fedlib.federated): a client that raises, times out or sends non-finite
+    # or wrongly shaped tensors is dropped from the round.
+    min_clients: int = 1  # a round stands with at least this many usable updates (capped at C*K)
+    round_retries: int = 2  # a round with fewer is tried again with a fresh sample, this often
+    client_timeout: float | None = None  # seconds per local update; None = no limit in-process
+    inject_failures: float = 0.0  # probability that a client fails on purpose (seeded; for tests and demos)
     partition: str = "iid"  # iid | dirichlet | quantity | by_source
     alpha: float = 0.5  # Dirichlet concentration for the dirichlet and quantity partitions
     # Baselines
@@ -125,12 +133,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.mode in MODES, f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}.")
     _check(cfg.partition in PARTITIONS, f"unknown partition {cfg.partition!r}; choose one of {', '.join(PARTITIONS)}.")
     _check(cfg.aggregation in AGGREGATIONS, f"unknown aggregation {cfg.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}.")
+    _check(cfg.engine in ENGINES, f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}.")
+    _check(cfg.engine == "inprocess" or cfg.mode == "fedavg",
+           f"--engine {cfg.engine} runs FedAvg only; use --engine inprocess for --mode {cfg.mode}.")
     _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
     _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
     _check(isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
            f"--fraction must be in (0, 1], got {cfg.fraction}.")
     for name in ("rounds", "clients", "local_epochs", "batch_size", "eval_every", "checkpoint_every",
-                 "eval_batch_size", "synth_n_train", "synth_n_test", "synth_sources"):
+                 "eval_batch_size", "synth_n_train", "synth_n_test", "synth_sources", "min_clients"):
         value = getattr(cfg, name)
         _check(isinstance(value, int) and value >= 1,
                f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
@@ -141,6 +152,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(isinstance(value, int | float) and math.isfinite(value) and value >= 0,
                f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.")
     _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}.")
+    _check(isinstance(cfg.round_retries, int) and cfg.round_retries >= 0,
+           f"--round-retries must be a non-negative integer, got {cfg.round_retries!r}.")
+    _check(cfg.client_timeout is None or (isinstance(cfg.client_timeout, int | float)
+                                          and math.isfinite(cfg.client_timeout) and cfg.client_timeout > 0),
+           f"--client-timeout must be a positive number of seconds, got {cfg.client_timeout!r}.")
+    _check(isinstance(cfg.inject_failures, int | float) and 0 <= cfg.inject_failures <= 1,
+           f"--inject-failures must be a probability in [0, 1], got {cfg.inject_failures!r}.")
     for name in ("central_epochs", "subset", "test_subset"):
         value = getattr(cfg, name)
         _check(value is None or (isinstance(value, int) and value >= 1),

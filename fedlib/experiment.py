@@ -110,11 +110,20 @@ def describe(exp: Experiment) -> dict:
 
 
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-        progress: bool = True) -> dict:
-    """Train one (model, mode) run into ``out``; returns final.json's content."""
+        progress: bool = True, pool=None) -> dict:
+    """Train one (model, mode) run into ``out``; returns final.json's content.
+
+    ``pool(exp)`` gives the FedAvg server its clients (``fedlib.federated.ClientPool``);
+    None trains them in this process, or hands the whole run to Flower when
+    ``cfg.engine`` names it (Flower's ServerApp then calls back here with its pool).
+    """
     from .central import run_central, run_local
     from .federated import run_fedavg
 
+    if cfg.engine != "inprocess" and pool is None:
+        from .flower import run_flower
+
+        return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     out = Path(out)
     moved = runs.prepare(out, resume=resume, overwrite=overwrite)
     if resume:
@@ -128,8 +137,10 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         runs.write_json(out / "config.json", to_dict(cfg))
     exp = setup(cfg, out, progress)
     checkpoint = runs.load_checkpoint(out) if resume else None
-    engine = {"fedavg": run_fedavg, "central": run_central, "local": run_local}[cfg.mode]
-    final = engine(exp, checkpoint)
+    if cfg.mode == "fedavg":
+        final = run_fedavg(exp, checkpoint, pool(exp) if pool is not None else None)
+    else:
+        final = {"central": run_central, "local": run_local}[cfg.mode](exp, checkpoint)
     final = {"model": cfg.model, "mode": cfg.mode, "profile": cfg.profile, "seed": cfg.seed,
              **describe(exp), **final, "wall_time": exp.elapsed()}
     runs.write_json(out / "final.json", final)

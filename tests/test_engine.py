@@ -9,7 +9,7 @@ import torch
 from fedlib import config, runs
 from fedlib.errors import UserError
 from fedlib.experiment import run, setup
-from fedlib.federated import sample_clients
+from fedlib.federated import RoundFailed, sample_clients
 from fedlib.train import Hardware, evaluate, local_train
 
 
@@ -64,8 +64,8 @@ def test_fedavg_k1_equals_one_pooled_epoch(data_dir, tmp_path):
     assert_same_weights(weights(tmp_path / "fed"), weights(tmp_path / "pooled"))
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """Like a KeyboardInterrupt: not a client failure, the whole process stops."""
 
 
 @pytest.mark.parametrize("mode", ["fedavg", "central", "local"])
@@ -74,7 +74,7 @@ def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path, monk
     run(cfg, tmp_path / "full", progress=False)
     # Interrupt the second run at a local update in the middle (mid-round / mid-client), then resume.
     crash_at = {"fedavg": 4, "central": 2, "local": 5}[mode]
-    module = "fedlib.federated" if mode == "fedavg" else "fedlib.central"
+    module = "fedlib.client" if mode == "fedavg" else "fedlib.central"
     real, calls = local_train, []
 
     def crashing(*args, **kwargs):
@@ -122,8 +122,8 @@ def test_failed_overwrite_keeps_previous_run(data_dir, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("fedlib.federated.local_train", broken)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr("fedlib.client.local_train", broken)
+    with pytest.raises(RoundFailed, match="disk on fire"):
         run(cfg, tmp_path / "r", overwrite=True, progress=False)
     assert (tmp_path / "r.previous" / "final.json").read_bytes() == before
 

@@ -1,0 +1,75 @@
+"""What runs at a hospital: one local update of the global model on the site's own images.
+
+``fit`` is the whole client side of FedAvg, shared by the in-process engine
+(``fedlib.federated``) and Flower's ClientApp (``fedlib.flower``), so every
+engine trains with the same code and the same seeds. What it hands back is an
+``Update``: parameter tensors, a sample count and scalar metrics, nothing else
+(no images, no file names, no patient ids).
+
+``inject_failures`` (a probability) makes a client fail on purpose, drawn from
+(seed, round, client, attempt) so that a test or a demo fails the same way every
+time: it raises, returns non-finite weights, or returns a wrongly shaped tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .train import Hardware, derive_seed, local_train
+
+FAULT_KINDS = ("raise", "nan", "shape")
+
+
+class InjectedFault(RuntimeError):
+    """A failure asked for with ``inject_failures``."""
+
+
+@dataclass
+class Update:
+    """What a client hands back after one local update."""
+
+    state: dict[str, torch.Tensor]  # the full state dict, on the CPU
+    num_examples: int  # images the client trained on (the FedAvg weight)
+    loss: float  # mean training loss of the local update
+    metrics: dict[str, float] = field(default_factory=dict)  # further scalars (e.g. DP epsilon)
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def injected_fault(cfg: TrainConfig, round_idx: int, client: int, attempt: int = 0) -> str | None:
+    """The fault this client is told to have in this round, or None."""
+    if cfg.inject_failures <= 0:
+        return None
+    rng = np.random.default_rng(derive_seed(cfg.seed, "fault", round_idx, client, attempt))
+    if rng.random() >= cfg.inject_failures:
+        return None
+    return FAULT_KINDS[int(rng.integers(len(FAULT_KINDS)))]
+
+
+def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, cfg: TrainConfig,
+        hw: Hardware, round_idx: int, client: int, attempt: int = 0,
+        optimizer_state: dict | None = None) -> tuple[Update, dict]:
+    """Train ``model`` (holding the global weights) on ``images[indices]`` for E local
+    epochs; returns the update and the optimizer state (kept only on request)."""
+    fault = injected_fault(cfg, round_idx, client, attempt)
+    if fault == "raise":
+        raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
+    res = local_train(
+        model, images, labels, indices,
+        epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, image_size=cfg.image_size,
+        seed=derive_seed(cfg.seed, "train", round_idx, client), hw=hw,
+        optimizer_state=optimizer_state,
+    )
+    state = cpu_state(model)
+    if fault is not None:
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        state[key] = torch.full_like(state[key], float("nan")) if fault == "nan" else state[key][..., :-1]
+    return Update(state, res.num_examples, res.loss), res.optimizer_state
