@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 
 from .errors import UserError
 
@@ -209,7 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fedlib's own warnings (a patient leak) as one line; others as Python shows them."""
+    if category.__module__.startswith("fedlib"):
+        print(f"fedlib: warning: {message}", file=file or sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -186,7 +186,8 @@ def load_file(path: str | Path) -> dict:
         text = path.read_text()
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"config file {path} is not valid JSON/YAML ({exc}); fix its syntax.") from None
+        detail = " ".join(str(exc).split())  # YAML's messages span several lines
+        raise UserError(f"config file {path} is not valid JSON/YAML ({detail}); fix its syntax.") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values.")
     return from_dict(values, source=f"config file {path}")

@@ -8,6 +8,7 @@ the run directory, and the final evaluation.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,9 +80,22 @@ def _subset(n: int, limit: int | None, seed: int, key: str) -> np.ndarray:
     return np.sort(np.random.default_rng(derive_seed(seed, key)).choice(n, limit, replace=False))
 
 
+class PatientLeakWarning(UserWarning):
+    """Patient ids in both splits: the test set is not independent of training."""
+
+
+def leaked_patients(data: Dataset) -> list[str]:
+    return sorted({r.patient_id for r in data.train_records} & {r.patient_id for r in data.test_records})
+
+
 def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
     hw = pick_hardware(cfg.device, cfg.amp, cfg.channels_last)
     data = load_dataset(cfg, progress=progress)
+    leaked = leaked_patients(data)
+    if leaked:  # a warning, not an error: some public COVIDx releases have such patients
+        shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
+        warnings.warn(f"{len(leaked)} patient id(s) appear in both train and test ({shown}); "
+                      "test accuracy may be optimistic.", PatientLeakWarning, stacklevel=2)
     train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
     test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
     local = partition(cfg.partition, data.train_labels[train_idx], data.train_sources[train_idx],
@@ -100,6 +114,7 @@ def describe(exp: Experiment) -> dict:
         "classes": list(exp.data.classes),
         "num_train": int(len(exp.train_idx)),
         "num_test": int(len(exp.test_idx)),
+        "patients_in_both_splits": leaked_patients(exp.data),
         "clients": len(exp.parts),
         "client_sizes": [int(len(p)) for p in exp.parts],
         "client_class_counts": class_counts(exp.parts, exp.data.train_labels, len(exp.data.classes)).tolist(),
@@ -125,7 +140,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
 
         return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     out = Path(out)
-    moved = runs.prepare(out, resume=resume, overwrite=overwrite)
+    runs.check_target(out, resume=resume, overwrite=overwrite)
     if resume:
         if runs.is_finished(out):
             return runs.read_json(out / "final.json")
@@ -133,9 +148,10 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         saved = runs.read_json(out / "config.json")
         saved.update(device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last)
         cfg = validate(TrainConfig(**saved))
-    else:
+    exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is moved aside
+    moved = runs.prepare(out, resume=resume, overwrite=overwrite)
+    if not resume:
         runs.write_json(out / "config.json", to_dict(cfg))
-    exp = setup(cfg, out, progress)
     checkpoint = runs.load_checkpoint(out) if resume else None
     if cfg.mode == "fedavg":
         final = run_fedavg(exp, checkpoint, pool(exp) if pool is not None else None)

@@ -129,13 +129,8 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         raise UserError(f"checkpoint {last} is damaged ({type(exc).__name__}); {hint}.") from None
 
 
-def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Make ``run_dir`` ready for a run; returns where an overwritten run was moved.
-
-    An existing run is never silently replaced: without --overwrite or --resume it
-    is an error. With --overwrite the old run moves to ``<name>.previous`` and is
-    deleted only when the new run finishes (``finish``), so a failing run loses nothing.
-    """
+def check_target(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a run directory that cannot be used, before any work or any move."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them.")
@@ -146,18 +141,29 @@ def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
         raise UserError(f"cannot create the output folder {parent} ({exc.strerror}); choose a writable --out.") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"the output folder {parent} is not writable; choose a writable --out.")
-    exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         if not (run_dir / "config.json").exists():
             raise UserError(f"--resume: {run_dir} holds no run to resume; drop --resume to start it.")
-        return None
-    if exists and not overwrite:
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out."
         )
+
+
+def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Make ``run_dir`` ready for a run; returns where an overwritten run was moved.
+
+    An existing run is never silently replaced: without --overwrite or --resume it
+    is an error. With --overwrite the old run moves to ``<name>.previous`` and is
+    deleted only when the new run finishes (``finish``), so a failing run loses nothing.
+    """
+    run_dir = Path(run_dir)
+    check_target(run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        return None
     moved = None
-    if exists:
+    if run_dir.exists() and any(run_dir.iterdir()):
         moved = run_dir.with_name(run_dir.name + ".previous")
         if moved.exists():
             shutil.rmtree(moved)

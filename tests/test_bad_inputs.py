@@ -1,0 +1,131 @@
+"""The bad-input catalogue (README, "When the input is wrong"): each bad input gives one
+line naming the culprit, exit code 2, and leaves an earlier run untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import write_covidx
+
+from fedlib import runs
+from fedlib.cli import main
+
+TRAIN = [(f"p{i}", f"tr{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], f"site-{i % 2}") for i in range(9)]
+TEST = [(f"q{i}", f"te{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], "site-0") for i in range(6)]
+
+
+def _line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[number] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _config(tmp: Path, text: str) -> str:
+    (tmp / "bad.yaml").write_text(text)
+    return str(tmp / "bad.yaml")
+
+
+def _file_as_folder(tmp: Path) -> list[str]:
+    (tmp / "a-file").write_text("x")
+    return ["--out", str(tmp / "a-file" / "run")]
+
+
+# name: (what to break in the data root (root, tmp) -> extra CLI args, words the error must contain)
+CATALOGUE = {
+    "missing data root": (lambda root, tmp: ["--data", str(tmp / "nowhere")], "does not exist"),
+    "missing split file": (lambda root, tmp: (root / "train_split.txt").unlink(), "train_split.txt"),
+    "missing image folder": (lambda root, tmp: shutil.rmtree(root / "test"), "Image folder"),
+    "missing image": (lambda root, tmp: (root / "train" / "tr3.png").unlink(), "'tr3.png'"),
+    "truncated PNG": (lambda root, tmp: (root / "train" / "tr2.png").write_bytes(
+        (root / "train" / "tr2.png").read_bytes()[:60]), "tr2.png cannot be decoded"),
+    "zero-byte file": (lambda root, tmp: (root / "train" / "tr1.png").write_bytes(b""), "tr1.png is empty"),
+    "non-image file with an image name": (lambda root, tmp: (root / "test" / "te0.png").write_text(
+        "patient notes, not an image\n"), "te0.png cannot be decoded"),
+    "unknown label": (lambda root, tmp: _line(root / "train_split.txt", 4, "p4 tr4.png covid site-0"),
+                      "line 5: unknown label 'covid'"),
+    "malformed split line": (lambda root, tmp: _line(root / "test_split.txt", 1, "q1 te1.png"), "line 2: expected"),
+    "same image twice": (lambda root, tmp: _line(root / "train_split.txt", 2, "p2 tr1.png normal site-0"),
+                         "both list 'tr1.png'"),
+    "empty split": (lambda root, tmp: (root / "test_split.txt").write_text("\n"), "has no records"),
+    "split file not text": (lambda root, tmp: (root / "train_split.txt").write_bytes(b"\xff\xfe\x00bad"),
+                            "not UTF-8"),
+    "unknown model": (lambda root, tmp: ["--model", "vgg16"], "unknown model 'vgg16'"),
+    "fraction zero": (lambda root, tmp: ["--fraction", "0"], "--fraction must be in (0, 1]"),
+    "fraction above one": (lambda root, tmp: ["--fraction", "1.5"], "--fraction must be in (0, 1]"),
+    "more clients than images": (lambda root, tmp: ["--clients", "50"], "--clients 50 is more than the 9"),
+    "unwritable output folder": (lambda root, tmp: _file_as_folder(tmp), "cannot create the output folder"),
+    "config file with an unknown key": (lambda root, tmp: ["--config", _config(tmp, "learning_rate: 0.1\n")],
+                                        "unknown key(s) learning_rate"),
+    "config file not YAML": (lambda root, tmp: ["--config", _config(tmp, "rounds: [1,\n")], "not valid JSON/YAML"),
+    "non-finite learning rate": (lambda root, tmp: ["--lr", "nan"], "--lr must be a finite"),
+    "infinite learning rate": (lambda root, tmp: ["--lr", "inf"], "--lr must be a finite"),
+    "zero rounds": (lambda root, tmp: ["--rounds", "0"], "--rounds must be an integer of at least 1"),
+    "unknown partition": (lambda root, tmp: ["--partition", "random"], "unknown partition 'random'"),
+    "failure probability above one": (lambda root, tmp: ["--inject-failures", "2"], "--inject-failures must be"),
+    "resume and overwrite together": (lambda root, tmp: ["--resume"], "contradict each other"),
+}
+
+
+@pytest.fixture
+def earlier_run(tmp_path) -> Path:
+    """A finished earlier run in the folder the bad command targets (with --overwrite)."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    runs.write_json(run / "config.json", {"model": "resnet18"})
+    runs.write_json(run / "final.json", {"test": {"accuracy": 0.9}})
+    return run
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder.parent)): p.read_bytes() for p in sorted(folder.parent.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", list(CATALOGUE))
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, tmp_path, earlier_run, capsys):
+    root = write_covidx(tmp_path / "covidx", TRAIN, TEST)
+    breaker, words = CATALOGUE[case]
+    extra = breaker(root, tmp_path)
+    extra = extra if isinstance(extra, list) and all(isinstance(a, str) for a in extra) else []
+    before = _snapshot(earlier_run)
+    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(earlier_run), "--overwrite",
+            "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedlib: error: ") and "\n" not in err, err
+    assert words in err, err
+    assert _snapshot(earlier_run) == before  # the earlier run is where it was, byte for byte
+    assert not earlier_run.with_name("r.previous").exists()
+
+
+@pytest.mark.parametrize("mode, suffix", [("I;16", ".png"), ("CMYK", ".jpg")])
+def test_16_bit_and_cmyk_images_train(mode, suffix, tmp_path, capsys):
+    rows = [*TRAIN[:-1], ("p8", f"odd{suffix}", "COVID-19", "site-0", mode, (40, 30))]
+    root = write_covidx(tmp_path / "covidx", rows, TEST)
+    out = tmp_path / "r"
+    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1",
+                 "--quiet"]) == 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["num_train"] == len(rows) and final["patients_in_both_splits"] == []
+
+
+def test_patients_in_both_splits_are_a_warning_naming_them(tmp_path, capsys):
+    test = [("p4", "te0.png", "normal", "site-0"), ("p7", "te1.png", "COVID-19", "site-0"), *TEST[2:]]
+    root = write_covidx(tmp_path / "covidx", TRAIN, test)
+    out = tmp_path / "r"
+    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "fedlib: warning: 2 patient id(s) appear in both train and test (p4, p7)" in err
+    assert json.loads((out / "final.json").read_text())["patients_in_both_splits"] == ["p4", "p7"]
+
+
+def test_debug_shows_the_traceback_of_a_bad_input(tmp_path, capsys):
+    assert main(["--debug", "train", "--profile", "smoke", "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith(f"fedlib: error: data root {tmp_path / 'none'} does not "
+                                                       "exist; pass a COVIDx folder to --data (see README, "
+                                                       "'Reproducing the paper on COVIDx') or --data synthetic.")
