@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import privacy
 from .config import TrainConfig
 from .train import Hardware, derive_seed, local_train
 
@@ -61,15 +62,18 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.nd
     fault = injected_fault(cfg, round_idx, client, attempt)
     if fault == "raise":
         raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
+    dp = privacy.settings(cfg, len(indices))
     res = local_train(
         model, images, labels, indices,
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
         weight_decay=cfg.weight_decay, image_size=cfg.image_size,
         seed=derive_seed(cfg.seed, "train", round_idx, client), hw=hw,
-        optimizer_state=optimizer_state,
+        optimizer_state=optimizer_state, dp=dp,
     )
+    metrics = {} if dp is None else {"dp_steps": float(privacy.steps_per_update(len(indices), cfg)),
+                                     "dp_noise_multiplier": dp.noise_multiplier, "dp_sample_rate": dp.sample_rate}
     state = cpu_state(model)
     if fault is not None:
         key = next(k for k, v in state.items() if v.is_floating_point())
         state[key] = torch.full_like(state[key], float("nan")) if fault == "nan" else state[key][..., :-1]
-    return Update(state, res.num_examples, res.loss), res.optimizer_state
+    return Update(state, res.num_examples, res.loss, metrics), res.optimizer_state

@@ -52,6 +52,11 @@ class TrainConfig:
     inject_failures: float = 0.0  # probability that a client fails on purpose (seeded; for tests and demos)
     partition: str = "iid"  # iid | dirichlet | quantity | by_source
     alpha: float = 0.5  # Dirichlet concentration for the dirichlet and quantity partitions
+    # Differential privacy (DP-SGD with Opacus on every client; BatchNorm becomes GroupNorm)
+    dp_noise_multiplier: float | None = None  # Gaussian noise / clipping norm; None = no DP unless dp_target_epsilon
+    dp_target_epsilon: float | None = None  # or: pick the noise so each client spends at most this over R rounds
+    dp_delta: float = 1e-5  # delta of (epsilon, delta)-DP; below 1 / (images per client)
+    dp_max_grad_norm: float = 1.0  # per-sample gradient clipping norm C
     # Baselines
     central_epochs: int | None = None  # pooled training epochs; None = rounds * local_epochs (the paper's 300)
     # Bookkeeping
@@ -88,6 +93,15 @@ class TrainConfig:
     @property
     def clients_per_round(self) -> int:
         return max(int(self.fraction * self.clients), 1)
+
+    @property
+    def dp(self) -> bool:
+        return self.dp_noise_multiplier is not None or self.dp_target_epsilon is not None
+
+    @property
+    def model_norm(self) -> str:
+        """DP needs per-sample gradients, which BatchNorm does not have: GroupNorm then."""
+        return "group" if self.dp else "batch"
 
     @property
     def pooled_epochs(self) -> int:
@@ -159,6 +173,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            f"--client-timeout must be a positive number of seconds, got {cfg.client_timeout!r}.")
     _check(isinstance(cfg.inject_failures, int | float) and 0 <= cfg.inject_failures <= 1,
            f"--inject-failures must be a probability in [0, 1], got {cfg.inject_failures!r}.")
+    _check(not (cfg.dp_noise_multiplier is not None and cfg.dp_target_epsilon is not None),
+           "--dp-noise-multiplier and --dp-target-epsilon both set; pass one of them.")
+    for name in ("dp_noise_multiplier", "dp_target_epsilon"):
+        value = getattr(cfg, name)
+        _check(value is None or (isinstance(value, int | float) and math.isfinite(value) and value > 0),
+               f"--{name.replace('_', '-')} must be a positive number, got {value!r}.")
+    for name in ("dp_delta", "dp_max_grad_norm"):
+        value = getattr(cfg, name)
+        _check(isinstance(value, int | float) and math.isfinite(value) and value > 0,
+               f"--{name.replace('_', '-')} must be a positive number, got {value!r}.")
+    _check(cfg.dp_delta < 1, f"--dp-delta must be below 1, got {cfg.dp_delta}.")
+    _check(not cfg.dp or cfg.mode == "fedavg",
+           f"differential privacy protects what clients send, so it needs --mode fedavg, not {cfg.mode}.")
     for name in ("central_epochs", "subset", "test_subset"):
         value = getattr(cfg, name)
         _check(value is None or (isinstance(value, int) and value >= 1),

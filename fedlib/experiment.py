@@ -41,7 +41,7 @@ class Experiment:
         """The model at its seeded initial weights, on the device."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.cfg.seed, "init"))
-            model = build_model(self.cfg.model, num_classes=len(self.data.classes))
+            model = build_model(self.cfg.model, num_classes=len(self.data.classes), norm=self.cfg.model_norm)
         model = model.to(self.hw.device)
         if self.hw.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -106,7 +106,7 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
 
 def describe(exp: Experiment) -> dict:
     """Facts about the run that are not config: what data, how clients were split."""
-    model = build_model(exp.cfg.model, num_classes=len(exp.data.classes))
+    model = build_model(exp.cfg.model, num_classes=len(exp.data.classes), norm=exp.cfg.model_norm)
     return {
         "data_root": str(exp.data.root),
         "synthetic": exp.data.synthetic,

@@ -275,7 +275,7 @@ def load_run(run_dir, device: str = "auto") -> tuple[nn.Module, config.TrainConf
     if checkpoint is None:
         raise UserError(f"{run_dir} has no checkpoints/last.pt; train it again with --overwrite.")
     final = runs.read_json(run_dir / "final.json")
-    model = build_model(cfg.model, num_classes=len(final.get("classes", (0, 1, 2))))
+    model = build_model(cfg.model, num_classes=len(final.get("classes", (0, 1, 2))), norm=cfg.model_norm)
     model.load_state_dict(checkpoint["model"])
     return model.to(pick_hardware(device).device).eval(), cfg, final
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import client, runs
+from . import client, privacy, runs
 from .aggregate import RunningAverage, client_weights
 from .client import Update, cpu_state
 from .errors import UserError
@@ -136,12 +136,22 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, r: int, global_state: di
             }
             for key in sorted({k for _, u in good for k in u.metrics}):
                 row[key] = ";".join(f"{c}:{u.metrics[key]:.6g}" for c, u in good if key in u.metrics)
-            return {"state": acc.result(), "passes": cfg.local_epochs * n, "row": row}
+            return {"state": acc.result(), "passes": cfg.local_epochs * n, "row": row, "updates": good}
     raise RoundFailed(
         f"round {r + 1}: fewer than {cfg.min_clients} client(s) returned a usable update in "
-        f"{cfg.round_retries + 1} attempt(s) ({'; '.join(dropped)}); fix the failing sites, or lower "
+        f"{cfg.round_retries + 1} attempt(s) ({_summary(dropped)}); fix the failing sites, or lower "
         "--min-clients / raise --round-retries, then continue with --resume."
     )
+
+
+def _summary(dropped: list[str], width: int = 160) -> str:
+    """Each distinct reason once, with the clients that gave it: "client 0, 2: raised ..."."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in dropped:
+        c, reason = entry.split(":", 1)
+        by_reason.setdefault(reason, []).append(c)
+    return "; ".join(f"client {', '.join(dict.fromkeys(cs))}: "
+                     f"{reason if len(reason) <= width else reason[:width] + '...'}" for reason, cs in by_reason.items())
 
 
 def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None = None) -> dict:
@@ -151,10 +161,13 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None
     model = exp.new_model()
     history: list[dict] = []
     opt_states: dict[int, dict] = {}
+    spent: dict[int, float] = {}  # DP epsilon spent so far, per client
+    dp_steps: dict[int, int] = {}  # DP-SGD steps taken so far, per client
     start = passes = 0
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         opt_states = checkpoint.get("client_optimizers", {})
+        dp_steps, spent = checkpoint.get("dp_steps", {}), checkpoint.get("dp_epsilon", {})
         start, passes = checkpoint["round"], checkpoint["sample_passes"]
         history = [r for r in runs.read_history(exp.run_dir / "history.csv") if int(r["round"]) <= start]
         exp.started -= checkpoint.get("wall_time", 0.0)
@@ -168,6 +181,8 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None
         model.load_state_dict(result["state"])
         passes += result["passes"]
         row = {"round": r + 1, "epoch": (r + 1) * cfg.local_epochs, "sample_passes": passes, **result["row"]}
+        if cfg.dp:
+            row["epsilon"] = _account(result["updates"], dp_steps, spent, cfg)
         if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
             row.update(exp.test_metrics(model))
         row["wall_time"] = exp.elapsed()
@@ -176,9 +191,22 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None
         if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
             # No RNG state is needed: every draw derives from (seed, round, client).
             state = {"round": r + 1, "sample_passes": passes, "model": cpu_state(model),
-                     "wall_time": exp.elapsed()}
+                     "wall_time": exp.elapsed(), "dp_steps": dp_steps, "dp_epsilon": spent}
             if cfg.keep_optimizer_state:
                 state["client_optimizers"] = getattr(pool, "opt_states", {})
             runs.save_checkpoint(exp.run_dir, state)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
-    return exp.final_metrics(model)
+    final = exp.final_metrics(model)
+    if cfg.dp:
+        final["privacy"] = {"delta": cfg.dp_delta, "epsilon_per_client": {str(c): e for c, e in sorted(spent.items())},
+                            "epsilon_max": max(spent.values(), default=0.0)}
+    return final
+
+
+def _account(updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg) -> str:
+    """Add this round's DP-SGD steps to each client's total; the epsilon each has spent so far."""
+    for c, u in updates:
+        dp_steps[c] = dp_steps.get(c, 0) + int(u.metrics["dp_steps"])
+        dp = privacy.DPSettings(u.metrics["dp_noise_multiplier"], cfg.dp_max_grad_norm, u.metrics["dp_sample_rate"])
+        spent[c] = privacy.epsilon(dp, dp_steps[c], cfg.dp_delta)
+    return ";".join(f"{c}:{spent[c]:.4g}" for c, _ in updates)

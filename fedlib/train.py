@@ -115,16 +115,42 @@ def local_train(
     seed: int,
     hw: Hardware,
     optimizer_state: dict | None = None,
+    dp=None,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
 
     The optimizer is created afresh (the authors' behaviour) unless
-    ``optimizer_state`` is given. Returns the mean loss and the optimizer state.
+    ``optimizer_state`` is given. With ``dp`` (``fedlib.privacy.DPSettings``) it is
+    DP-SGD: per-sample gradients clipped and noised by Opacus before each Adam step.
+    Returns the mean loss and the optimizer state.
     """
     model.train()
-    optimizer = make_optimizer(model, lr, weight_decay)
+    net, optimizer = model, make_optimizer(model, lr, weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    if dp is not None:
+        from opacus.grad_sample import get_gsm_class
+        from opacus.optimizers import DPOptimizer
+
+        # Expanded weights, not Opacus' default module hooks: the hooks reject the
+        # in-place residual add (`out += identity`) of torchvision's ResNets.
+        net = get_gsm_class("ew")(model, batch_first=True, loss_reduction="mean")
+        noise = torch.Generator(device=hw.device).manual_seed(derive_seed(seed, "dp-noise"))
+        optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+                                expected_batch_size=batch_size, generator=noise)
+    try:
+        total, count = _epochs(net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw)
+    finally:
+        if dp is not None:
+            optimizer.zero_grad(set_to_none=True)  # also drops the per-sample gradients
+    return TrainResult(
+        loss=total / max(count, 1),
+        num_examples=len(indices),
+        optimizer_state=optimizer.state_dict(),
+    )
+
+
+def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
@@ -135,18 +161,14 @@ def local_train(
             for idx in batches(indices, batch_size, rng):
                 x = _prepare_input(augment_batch(_to_device(images, idx, hw), image_size, gen), hw)
                 y = torch.from_numpy(labels[idx]).to(hw.device, non_blocking=hw.non_blocking)
+                optimizer.zero_grad(set_to_none=True)  # before the forward pass, as Opacus needs
                 with _autocast(hw):
                     loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)
                 count += len(idx)
-    return TrainResult(
-        loss=total / max(count, 1),
-        num_examples=len(indices),
-        optimizer_state=optimizer.state_dict(),
-    )
+    return total, count
 
 
 @torch.no_grad()

@@ -79,3 +79,39 @@ TEST_ROWS = [
 def covidx_root(tmp_path) -> Path:
     """A tiny COVIDx folder built from TRAIN_ROWS and TEST_ROWS."""
     return write_covidx(tmp_path / "covidx", TRAIN_ROWS, TEST_ROWS)
+
+
+# ---------------------------------------------------------------- training runs
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Where the smoke profile's synthetic data set is generated (once per session)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def smoke(data_dir, **overrides):
+    """The smoke profile (seconds on a CPU) on synthetic data kept in ``data_dir``."""
+    from fedlib import config
+
+    return config.resolve("smoke", data_dir=str(data_dir), **overrides)
+
+
+def weights(run_dir) -> dict:
+    """The global model of a run's last checkpoint."""
+    from fedlib import runs
+
+    return runs.load_checkpoint(run_dir)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def history_without_time(run_dir) -> list[dict]:
+    from fedlib import runs
+
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in runs.read_history(Path(run_dir) / "history.csv")]

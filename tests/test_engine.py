@@ -5,31 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_weights, smoke, weights
 
-from fedlib import config, runs
+from fedlib import runs
 from fedlib.errors import UserError
 from fedlib.experiment import run, setup
 from fedlib.federated import RoundFailed, sample_clients
 from fedlib.train import Hardware, evaluate, local_train
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
-
-
-def smoke(data_dir, **overrides):
-    return config.resolve("smoke", data_dir=str(data_dir), **overrides)
-
-
-def weights(run_dir):
-    return runs.load_checkpoint(run_dir)["model"]
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_sampling_is_seeded_and_distinct():

@@ -31,8 +31,19 @@ def _check_name(name: str) -> None:
         raise UserError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 
-def build_model(name: str, num_classes: int = 3) -> nn.Module:
-    """A freshly initialised model whose forward returns (N, num_classes) logits."""
+def build_model(name: str, num_classes: int = 3, norm: str = "batch") -> nn.Module:
+    """A freshly initialised model whose forward returns (N, num_classes) logits.
+
+    ``norm="group"`` swaps every BatchNorm for GroupNorm (Opacus' own fix), the
+    variant differential privacy needs: BatchNorm mixes samples of a batch, so
+    per-sample gradients, and hence DP-SGD, are undefined for it.
+    """
+    if norm == "group":
+        from opacus.validators import ModuleValidator
+
+        return ModuleValidator.fix(build_model(name, num_classes))
+    if norm != "batch":
+        raise UserError(f"unknown norm {norm!r}; use 'batch' or 'group'.")
     _check_name(name)
     if name == "covidnet_small":
         return CovidNet("small", num_classes)
