@@ -44,6 +44,7 @@ class TrainConfig:
     aggregation: str = "weighted"  # weighted by sample count (McMahan et al.); "uniform" = the authors' plain mean
     keep_optimizer_state: bool = False  # the authors create Adam afresh at each local update
     engine: str = "inprocess"  # inprocess | flower-sim (Flower simulation) | flower (Flower deployment)
+    secagg: bool = False  # Flower engines: SecAgg+ secure aggregation (the server sees only the sum)
     # Failing clients (fedlib.federated): a client that raises, times out or sends non-finite
     # or wrongly shaped tensors is dropped from the round.
     min_clients: int = 1  # a round stands with at least this many usable updates (capped at C*K)
@@ -150,6 +151,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.engine in ENGINES, f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}.")
     _check(cfg.engine == "inprocess" or cfg.mode == "fedavg",
            f"--engine {cfg.engine} runs FedAvg only; use --engine inprocess for --mode {cfg.mode}.")
+    if cfg.secagg:
+        _check(cfg.engine != "inprocess", "--secagg needs a Flower engine (--engine flower-sim or flower): "
+                                          "in one process there is nobody to hide the updates from.")
+        _check(cfg.aggregation == "weighted", "--secagg averages by sample count; drop --aggregation uniform.")
+        _check(not cfg.dp, "--secagg with differential privacy is not supported yet; use one of them.")
+        _check(cfg.clients_per_round >= 2, "--secagg needs at least 2 clients a round; raise --fraction.")
     _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
     _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
     _check(isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,

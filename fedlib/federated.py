@@ -45,6 +45,7 @@ class ClientResult:
     client: int
     update: Update | None  # None when the client failed
     error: str | None = None  # why it was dropped
+    members: list[int] | None = None  # an aggregate of these clients' updates (secure aggregation)
 
 
 class ClientPool(Protocol):
@@ -116,7 +117,8 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, r: int, global_state: di
     dropped: list[str] = []
     for attempt in range(cfg.round_retries + 1):
         sampled = sample_clients(num_clients, per_round, cfg.seed, r, attempt)
-        good: list[tuple[int, Update]] = []
+        good: list[tuple[str, Update]] = []  # (client id(s), the update's count, loss and metrics)
+        answered = 0
         acc = RunningAverage()
         for res in pool.fit_round(r, sampled, global_state, attempt):
             error = res.error if res.update is None else check_update(res.update, global_state)
@@ -125,11 +127,14 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, r: int, global_state: di
                 continue
             (weight,) = client_weights([res.update.num_examples], cfg.aggregation)
             acc.add(res.update.state, weight)
-            good.append((res.client, Update({}, res.update.num_examples, res.update.loss, res.update.metrics)))
-        if acc.count >= min(cfg.min_clients, per_round):
+            members = res.members or [res.client]
+            good.append((";".join(map(str, members)), Update({}, res.update.num_examples, res.update.loss,
+                                                              res.update.metrics)))
+            answered += len(members)
+        if answered >= min(cfg.min_clients, per_round):
             n = sum(u.num_examples for _, u in good)
             row = {
-                "clients": ";".join(str(c) for c, _ in good),
+                "clients": ";".join(c for c, _ in good),
                 "dropped": ";".join(dropped),
                 "attempts": attempt + 1,
                 "train_loss": sum(u.loss * u.num_examples for _, u in good) / n,
@@ -203,10 +208,11 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None
     return final
 
 
-def _account(updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg) -> str:
+def _account(updates: list[tuple[str, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg) -> str:
     """Add this round's DP-SGD steps to each client's total; the epsilon each has spent so far."""
-    for c, u in updates:
+    for label, u in updates:
+        c = int(label)
         dp_steps[c] = dp_steps.get(c, 0) + int(u.metrics["dp_steps"])
         dp = privacy.DPSettings(u.metrics["dp_noise_multiplier"], cfg.dp_max_grad_norm, u.metrics["dp_sample_rate"])
         spent[c] = privacy.epsilon(dp, dp_steps[c], cfg.dp_delta)
-    return ";".join(f"{c}:{spent[c]:.4g}" for c, _ in updates)
+    return ";".join(f"{c}:{spent[int(c)]:.4g}" for c, _ in updates)

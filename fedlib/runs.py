@@ -135,6 +135,9 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them.")
     parent = run_dir.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"cannot create the output folder {parent}: {blocker} is a file; choose another --out.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

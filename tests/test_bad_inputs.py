@@ -56,7 +56,7 @@ CATALOGUE = {
     "fraction zero": (lambda root, tmp: ["--fraction", "0"], "--fraction must be in (0, 1]"),
     "fraction above one": (lambda root, tmp: ["--fraction", "1.5"], "--fraction must be in (0, 1]"),
     "more clients than images": (lambda root, tmp: ["--clients", "50"], "--clients 50 is more than the 9"),
-    "unwritable output folder": (lambda root, tmp: _file_as_folder(tmp), "cannot create the output folder"),
+    "unwritable output folder": (lambda root, tmp: _file_as_folder(tmp), "a-file is a file; choose another --out"),
     "config file with an unknown key": (lambda root, tmp: ["--config", _config(tmp, "learning_rate: 0.1\n")],
                                         "unknown key(s) learning_rate"),
     "config file not YAML": (lambda root, tmp: ["--config", _config(tmp, "rounds: [1,\n")], "not valid JSON/YAML"),
