@@ -94,6 +94,10 @@ TRAIN_OPTIONS = {
     "--round-retries": ("round_retries", int, "retries of a round with too few usable updates"),
     "--client-timeout": ("client_timeout", float, "seconds per local update before a client is dropped"),
     "--inject-failures": ("inject_failures", float, "probability that a client fails on purpose (seeded)"),
+    "--dp-noise-multiplier": ("dp_noise_multiplier", float, "DP-SGD on every client with this noise multiplier"),
+    "--dp-target-epsilon": ("dp_target_epsilon", float, "DP-SGD with the noise that spends at most this epsilon"),
+    "--dp-delta": ("dp_delta", float, "delta of (epsilon, delta)-DP (default 1e-5)"),
+    "--dp-max-grad-norm": ("dp_max_grad_norm", float, "DP-SGD per-sample clipping norm (default 1.0)"),
 }
 
 
@@ -104,6 +108,8 @@ def train_config(args):
     overrides.update({k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")})
     if args.keep_optimizer_state:
         overrides["keep_optimizer_state"] = True
+    if args.secagg:
+        overrides["secagg"] = True
     if args.no_amp:
         overrides["amp"] = False
     return config.resolve(args.profile, args.config, **overrides)
@@ -113,10 +119,32 @@ def cmd_train(args) -> None:
     from .experiment import run
 
     cfg = train_config(args)
-    final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if cfg.engine == "flower":
+        from .flower import run_flower
+
+        final = run_flower(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                           superlink=args.superlink, root_certificates=args.root_certificates)
+    else:
+        final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    _print_final(final, args.out)
+
+
+def _print_final(final: dict, out: str) -> None:
     print(f"{final['model']} {final['mode']}: train accuracy {final['train']['accuracy']:.4f}, "
           f"test accuracy {final['test']['accuracy']:.4f} on {final['data_description']}")
-    print(f"run directory: {args.out}")
+    print(f"run directory: {out}")
+
+
+def cmd_flower_local(args) -> None:
+    from .flower.engine import run_local
+
+    if not args.keep_up and args.out is None:
+        raise UserError("fedlib flower-local needs --out (the run directory), or --keep-up to only start "
+                        "the SuperLink and SuperNodes.")
+    final = run_local(train_config(args), args.out, keep_up=args.keep_up, workdir=args.workdir,
+                      resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if final is not None:
+        _print_final(final, args.out)
 
 
 def cmd_params(args) -> None:
@@ -144,6 +172,23 @@ def cmd_explain(args) -> None:
     print(f"wrote {out}")
 
 
+def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
+    """The options of one training run (``fedlib train`` and ``fedlib flower-local``)."""
+    p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
+    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
+    p.add_argument("--out", required=out_required, help="run directory, e.g. runs/resnet18-fedavg")
+    for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
+        p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
+    p.add_argument("--keep-optimizer-state", action="store_true", help="each client keeps its Adam state")
+    p.add_argument("--secagg", action="store_true",
+                   help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _layout_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedlib", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -168,18 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_summary)
 
     p = sub.add_parser("train", help="train one model in one mode into a run directory")
-    p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
-    p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
-    p.add_argument("--out", required=True, help="run directory, e.g. runs/resnet18-fedavg")
-    for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
-        p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
-    p.add_argument("--keep-optimizer-state", action="store_true", help="each client keeps its Adam state")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _layout_args(p)
+    _train_args(p, out_required=True)
+    g = p.add_argument_group("Flower deployment (--engine flower)")
+    g.add_argument("--superlink", help="HOST:PORT of the running SuperLink to submit the run to")
+    g.add_argument("--root-certificates", help="CA certificate (PEM) of the SuperLink's TLS; without it, insecure")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("flower-local", help="a Flower SuperLink and one SuperNode per client on loopback: "
+                       "run a job on them (--out) or keep them up (--keep-up)")
+    _train_args(p, out_required=False)
+    p.add_argument("--keep-up", action="store_true", help="only start them, print how to submit, stop on Ctrl-C")
+    p.add_argument("--workdir", help="where Flower's home and logs go (default: a temporary folder, "
+                   "removed after a successful job)")
+    p.set_defaults(func=cmd_flower_local)
 
     p = sub.add_parser("reproduce", help="run every notebook in order with papermill (trains, then plots)")
     p.add_argument("--profile", default="quick", help="quick (CPU, minutes) | paper (GPU) | smoke")

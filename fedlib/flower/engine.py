@@ -1,0 +1,200 @@
+"""``fedlib train --engine flower-sim | flower``: hand a FedAvg run to Flower.
+
+``flower-sim`` runs the ServerApp in this process and the ClientApps in Flower's
+simulation runtime (Ray actors). ``flower`` submits the Flower App to a running
+SuperLink with ``flwr run``; the ServerApp then runs on the SuperLink's machine
+and writes the run directory there. Either way the run directory is written by
+``fedlib.experiment.run``, as for the in-process engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import tomli_w
+
+from .. import config, runs
+from ..config import TrainConfig
+from ..errors import UserError
+from ..experiment import setup
+from .local import CONNECTION, LocalFederation, flower_env, write_connection
+
+APP_DIR = Path(__file__).parent / "app"  # the Flower App (pyproject.toml) that `flwr run` submits
+
+
+def run_flower(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+               progress: bool = True, superlink: str | None = None, root_certificates: str | None = None,
+               timeout: float | None = None) -> dict:
+    """Train ``cfg`` (engine flower-sim or flower) into ``out``; returns final.json's content.
+
+    ``superlink`` (HOST:PORT) and ``root_certificates`` (a CA file for TLS; without
+    it the connection is insecure) are for ``flower``; ``timeout`` bounds its wait.
+    """
+    if cfg.keep_optimizer_state:
+        raise UserError(f"--keep-optimizer-state is not supported with --engine {cfg.engine}; "
+                        "drop it or use --engine inprocess.")
+    out = Path(out).resolve()
+    runs.check_target(out, resume=resume, overwrite=overwrite)
+    cfg = absolute_paths(cfg)
+    if cfg.engine == "flower-sim":
+        simulate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    elif superlink is None:
+        raise UserError("--engine flower needs --superlink HOST:PORT of a running SuperLink; "
+                        "try `fedlib flower-local` for one on this machine.")
+    else:
+        submit(cfg, out, superlink, root_certificates=root_certificates, resume=resume,
+               overwrite=overwrite, progress=progress, timeout=timeout)
+    return runs.read_json(out / "final.json")
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The config with absolute data paths, so that other processes find the same files."""
+    data = cfg.data if cfg.data == "synthetic" else str(Path(cfg.data).resolve())
+    return config.replace(cfg, data=data, data_dir=str(Path(cfg.data_dir).resolve()))
+
+
+def num_sites(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> int:
+    """How many clients the run has (by_source: one per source). Loading the data
+    here also writes the synthetic set before any site process looks for it."""
+    if resume and (out / "config.json").exists():
+        cfg = TrainConfig(**runs.read_json(out / "config.json"))
+    return len(setup(cfg, out, progress).parts)
+
+
+def simulate(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool, progress: bool) -> None:
+    """The run on Flower's simulation runtime: one virtual SuperNode per client."""
+    import ray
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from .apps import client_app, serve
+
+    sites = num_sites(cfg, out, resume, progress)
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context) -> None:
+        serve(grid, context, cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+
+    # One actor with every core trains the clients in turn, as in-process does.
+    gpus = 1.0 if cfg.device != "cpu" and _cuda() else 0.0
+    cpus = os.cpu_count() or 1
+    backend = {"client_resources": {"num_cpus": cpus, "num_gpus": gpus},
+               "init_args": {"num_cpus": cpus, "num_gpus": int(gpus), "logging_level": "error",
+                             "log_to_driver": progress}}
+    pythonpath = os.environ.get("PYTHONPATH")  # Flower's Ray backend overwrites it
+    try:
+        run_simulation(server_app, client_app, num_supernodes=sites, backend_config=backend,
+                       verbose_logging=False)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def submit(cfg: TrainConfig, out: Path, superlink: str, *, root_certificates: str | None, resume: bool,
+           overwrite: bool, progress: bool, timeout: float | None) -> None:
+    """``flwr run`` of fedlib's Flower App on the SuperLink at ``superlink``; waits for the end."""
+    from .apps import ERROR_MARK
+
+    with tempfile.TemporaryDirectory(prefix="fedlib-flwr-") as tmp:
+        home = Path(tmp) / "flwr-home"
+        write_connection(home, superlink, root_certificates)
+        run_config = Path(tmp) / "run-config.toml"
+        run_config.write_text(tomli_w.dumps({"train-config": json.dumps(config.to_dict(cfg)),
+                                             "run-dir": str(out), "resume": resume, "overwrite": overwrite}))
+        command = [str(Path(sys.executable).parent / "flwr"), "run", str(APP_DIR), CONNECTION,
+                   "--run-config", str(run_config), "--stream"]
+        code, tail, timed_out = _follow(command, flower_env(home), progress, timeout)
+    errors = [line.split(ERROR_MARK, 1)[1].strip() for line in tail if ERROR_MARK in line]
+    if errors:
+        raise UserError(errors[-1])
+    if timed_out:
+        raise UserError(f"the Flower run did not finish within {timeout:g} s; `flwr stop` it on the SuperLink.")
+    if not (out / "final.json").exists():
+        raise UserError(f"the Flower run ended (flwr exit code {code}) without writing {out / 'final.json'}; "
+                        f"its log ends with: {' | '.join(line.strip() for line in tail[-5:])}")
+
+
+def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) -> tuple[int, list[str], bool]:
+    """Run ``command``, echoing its output if asked; (exit code, last lines, timed out)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    tail: deque[str] = deque(maxlen=200)
+    try:
+        if timer is not None:
+            timer.start()
+        for line in proc.stdout:
+            tail.append(line)
+            if echo:
+                sys.stderr.write(line)
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, list(tail), expired.is_set()
+
+
+def run_local(cfg: TrainConfig, out: str | Path | None, *, keep_up: bool = False, workdir: str | Path | None = None,
+              resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict | None:
+    """``fedlib flower-local``: a SuperLink and one SuperNode per client on loopback; runs
+    ``cfg`` on them into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
+    cfg = config.replace(absolute_paths(cfg), engine="flower")
+    sites = num_sites(cfg, Path(out or "."), resume, progress)
+    own = workdir is None
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedlib-flower-"))
+    with LocalFederation(sites, workdir) as fed:
+        if keep_up:
+            _serve_until_interrupted(fed, cfg, sites)
+            final = None
+        else:
+            try:
+                final = run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
+                                   superlink=fed.address)
+            except UserError as exc:
+                raise UserError(f"{exc} (Flower logs: {workdir / 'logs'})") from None
+    if own:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return final
+
+
+def _serve_until_interrupted(fed: LocalFederation, cfg: TrainConfig, sites: int) -> None:
+    print(f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
+          f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
+          f"  fedlib train --engine flower --superlink {fed.address} --profile {cfg.profile} "
+          f"--clients {cfg.clients} --out runs/flower-demo\n"
+          "Ctrl-C stops the SuperLink and the SuperNodes.", flush=True)
+    try:
+        while True:
+            fed.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping the SuperLink and the SuperNodes", flush=True)

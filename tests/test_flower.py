@@ -1,0 +1,187 @@
+"""fedlib on Flower: what leaves a site, and parity of Flower's simulation and of a real
+loopback deployment (SuperLink + SuperNodes) with the in-process engine."""
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from fedlib import config, runs
+from fedlib.client import InjectedFault, Update
+from fedlib.errors import UserError
+from fedlib.experiment import run
+from fedlib.flower import LocalFederation, run_flower
+from fedlib.flower.apps import failure_reason
+from fedlib.flower.local import tagged
+from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
+
+pytest.importorskip("ray")  # flwr[simulation]
+
+DEADLINE = 240  # seconds any one Flower run may take here before the test fails
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def smoke(data_dir, **overrides):
+    return config.resolve("smoke", data_dir=str(data_dir), **overrides)
+
+
+def weights(run_dir):
+    return runs.load_checkpoint(run_dir)["model"]
+
+
+def live_children():
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+def assert_same_run(a, b):
+    """Same final weights, bit for bit, and the same history.csv apart from wall time."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert drop(runs.read_history(a / "history.csv")) == drop(runs.read_history(b / "history.csv"))
+    assert (b / "final.json").exists() and (b / "config.json").exists()
+
+
+def test_a_site_reply_holds_only_arrays_a_count_and_scalars():
+    state = {"w": torch.randn(3, 2), "bn.num_batches_tracked": torch.tensor(7)}
+    update = Update(state, num_examples=12, loss=0.25, metrics={"dp_epsilon": 1.5})
+    reply = update_reply(update)
+    assert set(reply) == {"arrays", "metrics"}
+    assert not reply.config_records  # no free-form fields that could carry names or ids
+    assert list(reply.array_records["arrays"]) == list(state)
+    assert all(type(v) in (int, float) for v in reply.metric_records["metrics"].values())
+    back = read_update(reply)
+    assert back.num_examples == 12 and back.loss == 0.25 and back.metrics == {"dp_epsilon": 1.5}
+    for key, value in state.items():
+        assert back.state[key].dtype == value.dtype and torch.equal(back.state[key], value)
+
+
+def test_a_failing_site_tells_only_the_exception_type():
+    assert failure_reason(FileNotFoundError("/data/site/patient-17.png")) == \
+        "raised FileNotFoundError (details in the site's log)"
+    assert failure_reason(InjectedFault("injected failure of client 1 in round 2")) == \
+        "raised InjectedFault: injected failure of client 1 in round 2"  # as in-process
+
+
+def test_a_train_request_round_trips(data_dir):
+    cfg = smoke(data_dir)
+    state = {"w": torch.arange(6, dtype=torch.float32).view(2, 3)}
+    from flwr.app import ArrayRecord
+
+    got_state, got_cfg, round_idx, attempt, client = read_train_request(
+        train_request(ArrayRecord(state), cfg, 4, 1, 2))
+    assert torch.equal(got_state["w"], state["w"]) and got_cfg == cfg and (round_idx, attempt, client) == (4, 1, 2)
+
+
+def test_simulation_equals_inprocess(data_dir, tmp_path):
+    cfg = smoke(data_dir, rounds=2)
+    run(cfg, tmp_path / "inprocess", progress=False)
+    before = live_children()
+    final = run_flower(config.replace(cfg, engine="flower-sim"), tmp_path / "sim", progress=False)
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    _, alive = psutil.wait_procs(started, timeout=15)
+    assert [p.pid for p in alive] == []  # Ray is shut down
+    assert_same_run(tmp_path / "inprocess", tmp_path / "sim")
+    assert runs.read_json(tmp_path / "sim" / "config.json")["engine"] == "flower-sim"
+    assert final["test"]["n"] == cfg.synth_n_test
+
+
+def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
+    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0)
+    run(cfg, tmp_path / "inprocess", progress=False)
+    with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
+        run_flower(config.replace(cfg, engine="flower"), tmp_path / "flower-run", progress=False,
+                   superlink=fed.address, timeout=DEADLINE)
+        assert tagged(fed.tag)  # the processes were really there
+    assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
+    assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
+    np.testing.assert_equal(runs.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
+                            runs.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"])
+
+
+def test_a_failed_deployment_run_is_reported_and_stops_every_process(data_dir, tmp_path):
+    # Every site fails on purpose and no retry is allowed: the ServerApp stops with RoundFailed.
+    cfg = smoke(data_dir, engine="flower", rounds=1, clients=2, fraction=1.0, inject_failures=1.0,
+                round_retries=0, client_timeout=60.0)
+    with pytest.raises(UserError, match="round 1: fewer than 1 client"):
+        with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
+            run_flower(cfg, tmp_path / "r", progress=False, superlink=fed.address, timeout=DEADLINE)
+    assert tagged(fed.tag) == []
+    assert not (tmp_path / "r" / "final.json").exists()
+
+
+def test_federation_stops_when_the_caller_fails(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with LocalFederation(2, tmp_path / "flower") as fed:
+            raise KeyboardInterrupt
+    assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(engine="flower"), "--engine flower needs --superlink"),
+    (dict(engine="flower-sim", keep_optimizer_state=True), "--keep-optimizer-state is not supported"),
+])
+def test_flower_engine_user_errors(data_dir, tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        run(smoke(data_dir, **overrides), tmp_path / "r", progress=False)
+
+
+def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp_path):
+    from fedlib.flower.secagg import quantisation_bound
+
+    cfg = smoke(data_dir, rounds=1, fraction=1.0)  # one round from the same start: compare the aggregates
+    run(cfg, tmp_path / "plain", progress=False)
+    run_flower(config.replace(cfg, engine="flower-sim", secagg=True), tmp_path / "secagg", progress=False)
+    sizes = runs.read_json(tmp_path / "plain" / "final.json")["client_sizes"]
+    bound = quantisation_bound(len(sizes), sizes)
+    plain, masked = weights(tmp_path / "plain"), weights(tmp_path / "secagg")
+    worst = 0.0
+    for key, value in plain.items():
+        if value.is_floating_point():
+            worst = max(worst, (value.double() - masked[key].double()).abs().max().item())
+        else:
+            assert torch.equal(value, masked[key]), key  # BatchNorm counters come back exact
+    assert 0 < worst <= 1.05 * bound  # quantised (not a plain average in disguise), within the bound
+    (row,) = runs.read_history(tmp_path / "secagg" / "history.csv")
+    assert row["clients"] == "0;1;2" and row["dropped"] == ""
+
+
+def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tmp_path):
+    import signal
+    import threading
+    import time
+
+    from fedlib.data.resolve import ensure_data_root
+
+    cfg = smoke(data_dir, engine="flower", rounds=2, clients=3, fraction=1.0, client_timeout=30.0, min_clients=2)
+    ensure_data_root(cfg, progress=False)  # written once here, not by four processes at once
+    out, outcome = tmp_path / "r", {}
+    with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
+        def train():
+            try:
+                outcome["final"] = run_flower(cfg, out, progress=False, superlink=fed.address, timeout=DEADLINE)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=train, daemon=True)
+        started = time.monotonic()
+        worker.start()
+        while not runs.read_history(out / "history.csv"):
+            assert worker.is_alive() and time.monotonic() - started < DEADLINE, outcome
+            time.sleep(0.2)
+        site = psutil.Process(fed.procs["supernode-2"].pid)
+        for proc in [*site.children(recursive=True), site]:  # the site's machine goes down
+            proc.send_signal(signal.SIGKILL)
+        worker.join(DEADLINE)
+        assert not worker.is_alive(), "the run hung after a site died"
+    assert tagged(fed.tag) == []
+    assert "error" not in outcome, outcome.get("error")
+    first, second = runs.read_history(out / "history.csv")
+    assert first["clients"] == "0;1;2"
+    assert second["clients"] == "0;1" and second["dropped"].startswith("2:timeout")
