@@ -7,7 +7,10 @@ its cache. Wall time is measured around the whole call, so Flower's start-up
 (Ray; the SuperLink and SuperNodes) counts against it. The script also prints
 the largest weight difference between the engines' final models.
 
-    python benchmarks/flower_overhead.py [--model resnet18 --rounds 10]
+The deployment's SuperNodes are LocalFederation's warm ones (fedlib's ClientApp
+executor, short idle waits); ``--stock-supernodes`` runs plain ``flower-supernode``.
+
+    python benchmarks/flower_overhead.py [--model resnet18 --rounds 10 --stock-supernodes]
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def main() -> None:
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--stock-supernodes", action="store_true",
+                    help="plain flower-supernode (a new ClientApp process per message, 3 s polling)")
     args = ap.parse_args()
     cfg = config.resolve("quick", model=args.model, rounds=args.rounds, data_dir=args.data_dir)
     times: dict[str, float] = {}
@@ -45,13 +50,13 @@ def main() -> None:
         run_flower(config.replace(cfg, engine="flower-sim"), tmp / "flower-sim", progress=False)
         times["flower-sim"] = time.perf_counter() - start
         start = time.perf_counter()
-        with LocalFederation(cfg.clients, tmp / "federation") as fed:
+        with LocalFederation(cfg.clients, tmp / "federation", warm=not args.stock_supernodes) as fed:
             run_flower(config.replace(cfg, engine="flower"), tmp / "flower", progress=False,
                        superlink=fed.address)
         times["flower"] = time.perf_counter() - start
         diffs = {e: max_difference(tmp / "inprocess", tmp / e) for e in ("flower-sim", "flower")}
     print(f"model {args.model}, quick profile, {cfg.clients} clients, {cfg.clients_per_round} per round, "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds, {'stock' if args.stock_supernodes else 'warm'} SuperNodes")
     for engine, seconds in times.items():
         print(f"{engine:<11} wall {seconds:8.2f} s")
     print(f"ratio flower-sim / inprocess = {times['flower-sim'] / times['inprocess']:.3f}  (target <= 1.15)")

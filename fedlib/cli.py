@@ -141,6 +141,7 @@ def cmd_flower_local(args) -> None:
     if not args.keep_up and args.out is None:
         raise UserError("fedlib flower-local needs --out (the run directory), or --keep-up to only start "
                         "the SuperLink and SuperNodes.")
+    args.engine = args.engine or "flower"  # what flower-local runs, so --secagg validates
     final = run_local(train_config(args), args.out, keep_up=args.keep_up, workdir=args.workdir,
                       resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if final is not None:

@@ -43,9 +43,9 @@ from ..errors import UserError
 
 TAG = "FEDLIB_FLOWER_FEDERATION"
 CONNECTION = "fedlib"  # the SuperLink connection's name in FLWR_HOME/config.toml
-POLL = 0.1  # seconds a warm SuperNode waits between looks for work (stock: 3 s)
+POLL = 0.2  # seconds a warm SuperNode waits between looks for work (stock: 3 s)
 # Flower's SuperExec looks for tasks every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (default 1).
-SUPEREXEC_POLL = "0.1"
+SUPEREXEC_POLL = "0.2"
 MODULE = "fedlib.flower.local"  # this file as a command: python -m fedlib.flower.local ...
 APP_MODULE = "fedlib.flower.apps"  # what a warm ClientApp executor imports before it forks
 
