@@ -32,8 +32,7 @@ from .errors import UserError
 from .experiment import Experiment
 from .train import derive_seed
 
-__all__ = ["ClientResult", "InProcessClients", "RoundFailed", "check_update", "cpu_state", "run_fedavg",
-           "sample_clients"]
+__all__ = ["ClientResult", "InProcessClients", "RoundFailed", "check_update", "run_fedavg", "sample_clients"]
 
 
 class RoundFailed(UserError):

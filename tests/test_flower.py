@@ -5,6 +5,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from conftest import assert_same_weights, history_without_time, smoke, weights
 
 from fedlib import config, runs
 from fedlib.client import InjectedFault, Update
@@ -20,31 +21,14 @@ pytest.importorskip("ray")  # flwr[simulation]
 DEADLINE = 240  # seconds any one Flower run may take here before the test fails
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
-
-
-def smoke(data_dir, **overrides):
-    return config.resolve("smoke", data_dir=str(data_dir), **overrides)
-
-
-def weights(run_dir):
-    return runs.load_checkpoint(run_dir)["model"]
-
-
 def live_children():
     return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
 
 
 def assert_same_run(a, b):
     """Same final weights, bit for bit, and the same history.csv apart from wall time."""
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
-    assert drop(runs.read_history(a / "history.csv")) == drop(runs.read_history(b / "history.csv"))
+    assert_same_weights(weights(a), weights(b))
+    assert history_without_time(a) == history_without_time(b)
     assert (b / "final.json").exists() and (b / "config.json").exists()
 
 
