@@ -106,8 +106,7 @@ def train_config(args):
 
     overrides = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values()}
     overrides.update({k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")})
-    if args.keep_optimizer_state:
-        overrides["keep_optimizer_state"] = True
+    overrides["keep_optimizer_state"] = args.keep_optimizer_state  # None: as the profile says
     if args.secagg:
         overrides["secagg"] = True
     if args.no_amp:
@@ -180,7 +179,9 @@ def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
     p.add_argument("--out", required=out_required, help="run directory, e.g. runs/resnet18-fedavg")
     for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
         p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
-    p.add_argument("--keep-optimizer-state", action="store_true", help="each client keeps its Adam state")
+    p.add_argument("--keep-optimizer-state", action=argparse.BooleanOptionalAction, default=None,
+                   help="each client keeps its Adam state between its rounds (quick profile: on for "
+                        "ResNeXt-50); --no-keep-optimizer-state starts Adam afresh, as the authors")
     p.add_argument("--secagg", action="store_true",
                    help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")

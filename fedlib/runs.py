@@ -29,12 +29,17 @@ from .errors import UserError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
@@ -99,10 +104,9 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write checkpoints/last.pt atomically, keeping the one before as previous.pt."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
     last, fresh = ckpt_dir / "last.pt", ckpt_dir / "next.pt"
-    atomic_write_bytes(fresh, buf.getvalue())
+    # Straight into the file: through a BytesIO, a 1 GB checkpoint took 4.5 s instead of 1.5 s.
+    atomic_write(fresh, lambda fh: torch.save(state, fh))
     # Between these two renames only previous.pt exists; load_checkpoint falls back to it.
     if last.exists():
         os.replace(last, ckpt_dir / "previous.pt")

@@ -71,3 +71,16 @@ def test_quick_profile_keeps_the_papers_lr_for_covidnet_unless_given():
     assert config.resolve("quick", model="covidnet_small").lr == 2e-5
     assert config.resolve("quick", model="resnet18").lr == config.PROFILES["quick"]["lr"]
     assert config.resolve("quick", model="covidnet_small", lr=1e-4).lr == 1e-4
+
+
+def test_quick_profile_keeps_adam_state_for_resnext_and_the_cli_can_turn_it_off():
+    from fedlib.cli import build_parser, train_config
+
+    def cli(*argv):
+        return train_config(build_parser().parse_args(["train", "--out", "x", "--model", *argv]))
+
+    assert cli("resnext50_32x4d").keep_optimizer_state is True
+    assert cli("resnext50_32x4d", "--no-keep-optimizer-state").keep_optimizer_state is False
+    assert cli("resnet18").keep_optimizer_state is False
+    assert cli("resnet18", "--keep-optimizer-state").keep_optimizer_state is True
+    assert cli("resnext50_32x4d", "--profile", "paper").keep_optimizer_state is False  # the authors' way

@@ -40,8 +40,9 @@ def run_flower(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overw
     it the connection is insecure) are for ``flower``; ``timeout`` bounds its wait.
     """
     if cfg.keep_optimizer_state:
-        raise UserError(f"--keep-optimizer-state is not supported with --engine {cfg.engine}; "
-                        "drop it or use --engine inprocess.")
+        raise UserError(f"--keep-optimizer-state is not supported with --engine {cfg.engine} (the quick "
+                        "profile turns it on for ResNeXt-50); pass --no-keep-optimizer-state or use "
+                        "--engine inprocess.")
     out = Path(out).resolve()
     runs.check_target(out, resume=resume, overwrite=overwrite)
     cfg = absolute_paths(cfg)
