@@ -254,6 +254,13 @@ def resolve(profile: str = "paper", file: str | Path | None = None, **overrides)
     return validate(TrainConfig(**values))
 
 
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The config with absolute data paths: config.json then repeats the run from any
+    folder, and other processes (Flower sites) find the same files."""
+    data = cfg.data if cfg.data == "synthetic" else str(Path(cfg.data).resolve())
+    return dataclasses.replace(cfg, data=data, data_dir=str(Path(cfg.data_dir).resolve()))
+
+
 def to_dict(cfg: TrainConfig) -> dict:
     return asdict(cfg)
 

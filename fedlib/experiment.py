@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import runs
-from .config import TrainConfig, to_dict, validate
+from .config import TrainConfig, absolute_paths, to_dict, validate
 from .data.resolve import Dataset, load_dataset
 from .metrics import summarize_confusion
 from .models import build_model, param_count
@@ -141,6 +141,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     out = Path(out)
     runs.check_target(out, resume=resume, overwrite=overwrite)
+    cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
     if resume:
         if runs.is_finished(out):
             return runs.read_json(out / "final.json")

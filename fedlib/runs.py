@@ -7,6 +7,7 @@ runs/<name>/
   final.json         final train (no augmentation) and test metrics; its presence marks a finished run
   checkpoints/last.pt       model, optimizer and server state, progress
   checkpoints/previous.pt   the checkpoint before last.pt, kept in case last.pt is damaged
+  checkpoints/client<c>.pt  local mode only: client c's final model (last.pt holds only the latest)
 ```
 Every file is written to a temporary sibling and renamed into place, so a
 crash leaves either the old file or the new one, never half of one.
@@ -111,6 +112,11 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     if last.exists():
         os.replace(last, ckpt_dir / "previous.pt")
     os.replace(fresh, last)
+
+
+def save_model(path: Path, state: dict) -> None:
+    """A state dict on its own, written atomically (local mode's per-client models)."""
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

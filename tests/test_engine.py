@@ -118,6 +118,25 @@ def test_local_mode_trains_each_client(data_dir, tmp_path):
     assert sum(sizes) == cfg.synth_n_train
     history = runs.read_history(tmp_path / "r" / "history.csv")
     assert sorted({int(h["client"]) for h in history}) == list(range(cfg.clients))
+    # Each hospital's own model is kept, not only the last one trained.
+    models = [torch.load(tmp_path / "r" / "checkpoints" / f"client{c}.pt") for c in range(cfg.clients)]
+    assert_same_weights(models[-1], weights(tmp_path / "r"))
+    assert not torch.equal(models[0]["fc.weight"], models[1]["fc.weight"])
+
+
+def test_config_json_records_absolute_data_paths_and_repeats_from_elsewhere(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(data_dir.parent)
+    run(smoke(data_dir.name), tmp_path / "r", progress=False)  # a relative data_dir
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["data_dir"] == str(data_dir.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from fedlib import config
+
+    run(config.resolve("smoke", tmp_path / "r" / "config.json"), tmp_path / "again", progress=False)
+    assert list(elsewhere.iterdir()) == []  # found the data where it was; generated nothing here
+    assert_same_weights(weights(tmp_path / "r"), weights(tmp_path / "again"))
 
 
 def test_by_source_partition_uses_one_client_per_source(data_dir, tmp_path):

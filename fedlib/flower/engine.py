@@ -45,7 +45,7 @@ def run_flower(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overw
                         "--engine inprocess.")
     out = Path(out).resolve()
     runs.check_target(out, resume=resume, overwrite=overwrite)
-    cfg = absolute_paths(cfg)
+    cfg = config.absolute_paths(cfg)
     if cfg.engine == "flower-sim":
         simulate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     elif superlink is None:
@@ -55,12 +55,6 @@ def run_flower(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overw
         submit(cfg, out, superlink, root_certificates=root_certificates, resume=resume,
                overwrite=overwrite, progress=progress, timeout=timeout)
     return runs.read_json(out / "final.json")
-
-
-def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The config with absolute data paths, so that other processes find the same files."""
-    data = cfg.data if cfg.data == "synthetic" else str(Path(cfg.data).resolve())
-    return config.replace(cfg, data=data, data_dir=str(Path(cfg.data_dir).resolve()))
 
 
 def num_sites(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> int:
@@ -168,7 +162,7 @@ def run_local(cfg: TrainConfig, out: str | Path | None, *, keep_up: bool = False
               resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict | None:
     """``fedlib flower-local``: a SuperLink and one SuperNode per client on loopback; runs
     ``cfg`` on them into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
-    cfg = config.replace(absolute_paths(cfg), engine="flower")
+    cfg = config.replace(config.absolute_paths(cfg), engine="flower")
     sites = num_sites(cfg, Path(out or "."), resume, progress)
     own = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedlib-flower-"))
