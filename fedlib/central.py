@@ -93,7 +93,7 @@ def run_local(exp: Experiment, checkpoint: dict | None) -> dict:
     for c in range(first, len(exp.parts)):
         model = _train_epochs(exp, exp.parts[c], c, checkpoint if c == first else None, history, done)
         done[c] = exp.final_metrics(model, exp.parts[c])
-        runs.save_model(exp.run_dir / "checkpoints" / f"client{c}.pt", cpu_state(model))
+        runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", cpu_state(model))
         # Mark the client finished in a checkpoint, so a resume does not train it again.
         runs.save_checkpoint(exp.run_dir, {"client": c, "epoch": exp.cfg.pooled_epochs, "sample_passes": 0,
                                            "model": cpu_state(model), "optimizer": None,
