@@ -93,10 +93,11 @@ def run_local(exp: Experiment, checkpoint: dict | None) -> dict:
     for c in range(first, len(exp.parts)):
         model = _train_epochs(exp, exp.parts[c], c, checkpoint if c == first else None, history, done)
         done[c] = exp.final_metrics(model, exp.parts[c])
-        runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", cpu_state(model))
+        state = cpu_state(model)
+        runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", state)
         # Mark the client finished in a checkpoint, so a resume does not train it again.
         runs.save_checkpoint(exp.run_dir, {"client": c, "epoch": exp.cfg.pooled_epochs, "sample_passes": 0,
-                                           "model": cpu_state(model), "optimizer": None,
+                                           "model": state, "optimizer": None,
                                            "wall_time": exp.elapsed(), "done": done})
     per_client = [done[c] for c in range(len(exp.parts))]
     mean = {split: {k: float(np.mean([m[split][k] for m in per_client]))

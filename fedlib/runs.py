@@ -104,9 +104,8 @@ def read_history(path: Path) -> list[dict]:
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write checkpoints/last.pt atomically, keeping the one before as previous.pt."""
     ckpt_dir = Path(run_dir) / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     last, fresh = ckpt_dir / "last.pt", ckpt_dir / "next.pt"
-    save_torch(fresh, state)
+    save_torch(fresh, state)  # creates checkpoints/ when needed
     # Between these two renames only previous.pt exists; load_checkpoint falls back to it.
     if last.exists():
         os.replace(last, ckpt_dir / "previous.pt")
