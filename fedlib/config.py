@@ -84,6 +84,9 @@ class TrainConfig:
     test_split: str = "test_split.txt"
     train_dir: str = "train"
     test_dir: str = "test"
+    # Recorded by the runner, not a knob: fedlib.data.identity.fingerprint of the data trained on
+    # (split files, layout, image sizes). A run is resumed or reused only with the same data.
+    data_fingerprint: str | None = None
 
     @property
     def layout(self):

@@ -7,6 +7,7 @@ the run directory, and the final evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ from torch import nn
 
 from . import runs
 from .config import TrainConfig, absolute_paths, to_dict, validate
+from .data.covidx import Layout
+from .data.identity import fingerprint
 from .data.resolve import Dataset, load_dataset
+from .errors import UserError
 from .metrics import summarize_confusion
 from .models import build_model, param_count
 from .partition import class_counts, partition
@@ -124,6 +128,18 @@ def describe(exp: Experiment) -> dict:
     }
 
 
+def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
+    """The config with the fingerprint of the data it trains on; a resumed run must find the
+    data it started with."""
+    layout = cfg.layout if cfg.data != "synthetic" else Layout()
+    found = fingerprint(data.root, layout)
+    if resume and cfg.data_fingerprint not in (None, found):
+        raise UserError(f"--resume: the data at {data.root} changed since this run started (fingerprint "
+                        f"{found}, the run's config.json says {cfg.data_fingerprint}); restore that data, "
+                        "or start a new run in another --out.")
+    return dataclasses.replace(cfg, data_fingerprint=found)
+
+
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
         progress: bool = True, pool=None) -> dict:
     """Train one (model, mode) run into ``out``; returns final.json's content.
@@ -150,6 +166,7 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
         saved.update(device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last)
         cfg = validate(TrainConfig(**saved))
     exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is moved aside
+    cfg = exp.cfg = record_data(cfg, exp.data, resume)
     moved = runs.prepare(out, resume=resume, overwrite=overwrite)
     if not resume:
         runs.write_json(out / "config.json", to_dict(cfg))

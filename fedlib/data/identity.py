@@ -1,0 +1,37 @@
+"""What identifies a data set: a fingerprint of its split files and image listing.
+
+A run is reused (``fedlib reproduce``) or resumed only with the data it was
+trained on. Hashing every image would take minutes on COVIDx, so the
+fingerprint covers what changes when the data set changes: the bytes of both
+split files, the layout names, and the name and byte size of every image the
+split files list. Replacing an image by another of exactly the same size is not
+seen; a re-download, a new release or an edited split file is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .covidx import Layout
+
+FINGERPRINT_VERSION = 1  # bump when what goes into the hash changes
+
+
+def fingerprint(root, layout: Layout = Layout()) -> str:
+    """Hex sha256 (first 16 characters) of the split files, layout and listed image sizes."""
+    root = Path(root)
+    digest = hashlib.sha256(f"fedlib-data-v{FINGERPRINT_VERSION}\0".encode())
+    for split in ("train", "test"):
+        split_file = root / getattr(layout, f"{split}_split")
+        image_dir = root / getattr(layout, f"{split}_dir")
+        text = split_file.read_bytes()
+        digest.update(f"{split}\0{split_file.name}\0{image_dir.name}\0".encode())
+        digest.update(text)
+        for line in text.decode("utf-8-sig", errors="replace").splitlines():
+            columns = line.split()
+            if len(columns) >= 2:
+                path = image_dir / columns[1]
+                size = path.stat().st_size if path.is_file() else -1
+                digest.update(f"{columns[1]}\0{size}\0".encode())
+    return digest.hexdigest()[:16]
