@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runs
-from .client import cpu_state
+from .client import class_weights, cpu_state
 from .experiment import Experiment
 from .train import derive_seed, local_train
 
@@ -40,6 +40,7 @@ def _train_epochs(exp: Experiment, indices: np.ndarray, client: int | None, chec
             epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             image_size=cfg.image_size, seed=derive_seed(cfg.seed, "train", e, client or 0),
             hw=exp.hw, optimizer_state=opt_state,
+            class_weight=class_weights(cfg, exp.data.train_labels[indices], len(exp.data.classes)),
         )
         opt_state = res.optimizer_state
         passes += len(indices)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -112,8 +114,15 @@ def train_config(args):
     overrides["keep_optimizer_state"] = args.keep_optimizer_state  # None: as the profile says
     if args.secagg:
         overrides["secagg"] = True
-    if args.no_amp:
-        overrides["amp"] = False
+    overrides["amp"] = args.amp
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one of them.")
+    if args.resume and args.out is not None:
+        # The saved config decides; only what the user typed (options, --config) may change it.
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if args.config is not None:
+            given = {**config.load_file(args.config), **given}
+        return config.resume_config(config.load_saved(args.out), given, args.out)
     return config.resolve(args.profile, args.config, **overrides)
 
 
@@ -187,7 +196,8 @@ def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
                         "ResNeXt-50); --no-keep-optimizer-state starts Adam afresh, as the authors")
     p.add_argument("--secagg", action="store_true",
                    help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast on CUDA (off by default: float32, as the paper)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -272,8 +282,27 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         _show_warning(message, category, filename, lineno, file, line)
 
 
+def _notes(exc: BaseException) -> str:
+    """What the runner added on the way out (whether an earlier run is intact, how to resume)."""
+    return "".join(f"; {n}" for n in getattr(exc, "__notes__", []))
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as cleanly as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    try:
+        return _run(argv)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -281,11 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"fedlib: error: {exc}", file=sys.stderr)
+        print(f"fedlib: error: {str(exc).rstrip('.')}{_notes(exc)}.", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedlib: interrupted; resume with the same command and --resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        notes = getattr(exc, "__notes__", [])
+        print("fedlib: interrupted" + "".join(f"; {n}" for n in notes), file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, a read-only or vanished folder: the system's words, one line
+        if args.debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); free space or fix the "
+              "permissions, then run the command again" + _notes(exc) + ".", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import privacy
 from .config import TrainConfig
-from .train import Hardware, derive_seed, local_train
+from .train import Hardware, balanced_weights, derive_seed, local_train
 
 FAULT_KINDS = ("raise", "nan", "shape")
 
@@ -54,6 +54,11 @@ def injected_fault(cfg: TrainConfig, round_idx: int, client: int, attempt: int =
     return FAULT_KINDS[int(rng.integers(len(FAULT_KINDS)))]
 
 
+def class_weights(cfg: TrainConfig, labels: np.ndarray, num_classes: int = 3) -> np.ndarray | None:
+    """The loss weights a site uses, from its own label counts only (nothing is shared)."""
+    return balanced_weights(labels, num_classes) if cfg.class_weight == "balanced" else None
+
+
 def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, cfg: TrainConfig,
         hw: Hardware, round_idx: int, client: int, attempt: int = 0,
         optimizer_state: dict | None = None) -> tuple[Update, dict]:
@@ -68,7 +73,7 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.nd
         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
         weight_decay=cfg.weight_decay, image_size=cfg.image_size,
         seed=derive_seed(cfg.seed, "train", round_idx, client), hw=hw,
-        optimizer_state=optimizer_state, dp=dp,
+        optimizer_state=optimizer_state, dp=dp, class_weight=class_weights(cfg, labels[indices]),
     )
     metrics = {} if dp is None else {"dp_steps": float(privacy.steps_per_update(len(indices), cfg)),
                                      "dp_noise_multiplier": dp.noise_multiplier, "dp_sample_rate": dp.sample_rate}

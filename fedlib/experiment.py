@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from . import runs
-from .config import TrainConfig, absolute_paths, to_dict, validate
+from .config import TrainConfig, absolute_paths, load_saved, resume_config, to_dict
 from .data.covidx import Layout
 from .data.identity import fingerprint
 from .data.resolve import Dataset, load_dataset
 from .errors import UserError
 from .metrics import summarize_confusion
 from .models import build_model, param_count
-from .partition import class_counts, partition
+from .partition import check_parts, class_counts, holdout, partition
 from .train import Hardware, derive_seed, evaluate, pick_hardware
 
 
@@ -35,8 +35,9 @@ class Experiment:
     data: Dataset
     hw: Hardware
     run_dir: Path
-    train_idx: np.ndarray  # the training images in use (all, or the --subset)
+    train_idx: np.ndarray  # the training images in use (all, or the --subset), validation excluded
     test_idx: np.ndarray
+    val_idx: np.ndarray  # training images held out for validation (--val-fraction; empty by default)
     parts: list[np.ndarray]  # one index array (into the training arrays) per client
     progress: bool = True
     started: float = field(default_factory=time.time)
@@ -52,18 +53,29 @@ class Experiment:
         return model
 
     def test_metrics(self, model: nn.Module) -> dict:
-        res = evaluate(model, self.data.test_images, self.data.test_labels, self.test_idx,
-                       image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size)
-        return {"test_loss": res.loss, **prefix("test_", summarize_confusion(res.confusion, self.data.classes))}
+        """The history row's evaluation: test metrics, and validation metrics when held out."""
+        out = {}
+        for split, images, labels, idx in self._eval_splits():
+            if split == "train":
+                continue
+            res = evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw,
+                           batch_size=self.cfg.eval_batch_size)
+            out.update({f"{split}_loss": res.loss,
+                        **prefix(f"{split}_", summarize_confusion(res.confusion, self.data.classes))})
+        return out
+
+    def _eval_splits(self, train_idx: np.ndarray | None = None):
+        d = self.data
+        yield "train", d.train_images, d.train_labels, self.train_idx if train_idx is None else train_idx
+        if len(self.val_idx):
+            yield "val", d.train_images, d.train_labels, self.val_idx
+        yield "test", d.test_images, d.test_labels, self.test_idx
 
     def final_metrics(self, model: nn.Module, indices: np.ndarray | None = None) -> dict:
         """Train metrics on the un-augmented training images (the authors measured on
         the augmented stream) and test metrics, with confusion matrices."""
         out = {}
-        for split, images, labels, idx in (
-            ("train", self.data.train_images, self.data.train_labels, self.train_idx if indices is None else indices),
-            ("test", self.data.test_images, self.data.test_labels, self.test_idx),
-        ):
+        for split, images, labels, idx in self._eval_splits(indices):
             res = evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw,
                            batch_size=self.cfg.eval_batch_size)
             out[split] = {"loss": res.loss, **summarize_confusion(res.confusion, self.data.classes),
@@ -84,6 +96,10 @@ def _subset(n: int, limit: int | None, seed: int, key: str) -> np.ndarray:
     return np.sort(np.random.default_rng(derive_seed(seed, key)).choice(n, limit, replace=False))
 
 
+class PartitionWarning(UserWarning):
+    """The partition is not what the options alone suggest (by_source sets the client count)."""
+
+
 class PatientLeakWarning(UserWarning):
     """Patient ids in both splits: the test set is not independent of training."""
 
@@ -102,10 +118,19 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
                       "test accuracy may be optimistic.", PatientLeakWarning, stacklevel=2)
     train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
     test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
+    kept, held = holdout(data.train_labels[train_idx], cfg.val_fraction, derive_seed(cfg.seed, "validation"))
+    train_idx, val_idx = train_idx[kept], train_idx[held]
     local = partition(cfg.partition, data.train_labels[train_idx], data.train_sources[train_idx],
                       cfg.clients, derive_seed(cfg.seed, "partition"), cfg.alpha)
+    if cfg.mode != "central":  # pooled training never splits the data
+        check_parts(local, cfg.partition)
     parts = [train_idx[p] for p in local]
-    return Experiment(cfg, data, hw, Path(run_dir), train_idx, test_idx, parts, progress)
+    if cfg.partition == "by_source" and len(parts) != cfg.clients:
+        warnings.warn(f"--partition by_source makes one client per source: {len(parts)} clients "
+                      f"({', '.join(sorted(set(data.train_sources[train_idx].tolist())))}), not --clients "
+                      f"{cfg.clients}.", PartitionWarning, stacklevel=2)
+        cfg = dataclasses.replace(cfg, clients=len(parts))
+    return Experiment(cfg, data, hw, Path(run_dir), train_idx, test_idx, val_idx, parts, progress)
 
 
 def describe(exp: Experiment) -> dict:
@@ -118,6 +143,7 @@ def describe(exp: Experiment) -> dict:
         "classes": list(exp.data.classes),
         "num_train": int(len(exp.train_idx)),
         "num_test": int(len(exp.test_idx)),
+        "num_val": int(len(exp.val_idx)),
         "patients_in_both_splits": leaked_patients(exp.data),
         "clients": len(exp.parts),
         "client_sizes": [int(len(p)) for p in exp.parts],
@@ -140,6 +166,11 @@ def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
     return dataclasses.replace(cfg, data_fingerprint=found)
 
 
+def data_roots(cfg: TrainConfig) -> list[Path]:
+    """The folders a run reads its data from (a run folder may never hold one)."""
+    return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]
+
+
 def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
         progress: bool = True, pool=None) -> dict:
     """Train one (model, mode) run into ``out``; returns final.json's content.
@@ -147,6 +178,8 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
     ``pool(exp)`` gives the FedAvg server its clients (``fedlib.federated.ClientPool``);
     None trains them in this process, or hands the whole run to Flower when
     ``cfg.engine`` names it (Flower's ServerApp then calls back here with its pool).
+    With ``resume``, ``cfg`` may differ from the run's config.json only in what
+    ``config.RESUME_CHANGEABLE`` allows (more rounds, another device, ...).
     """
     from .central import run_central, run_local
     from .federated import run_fedavg
@@ -156,27 +189,52 @@ def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: b
 
         return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     out = Path(out)
-    runs.check_target(out, resume=resume, overwrite=overwrite)
     cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
+    runs.check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
+    with runs.locked(out):  # also refuses a second process before any work
+        runs.recover(out)  # the remains of a killed replacement, whatever this command does next
     if resume:
+        saved = load_saved(out)
+        cfg = resume_config(saved, to_dict(cfg), out)
         if runs.is_finished(out):
+            if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
+                raise UserError(f"{out} has finished; --resume does not extend a finished run: start a new "
+                                "run with the new --rounds in another --out.")
             return runs.read_json(out / "final.json")
-        # The saved config decides; only the hardware may change on resume.
-        saved = runs.read_json(out / "config.json")
-        saved.update(device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last)
-        cfg = validate(TrainConfig(**saved))
-    exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is moved aside
-    cfg = exp.cfg = record_data(cfg, exp.data, resume)
-    moved = runs.prepare(out, resume=resume, overwrite=overwrite)
-    if not resume:
-        runs.write_json(out / "config.json", to_dict(cfg))
-    checkpoint = runs.load_checkpoint(out) if resume else None
-    if cfg.mode == "fedavg":
-        final = run_fedavg(exp, checkpoint, pool(exp) if pool is not None else None)
-    else:
-        final = {"central": run_central, "local": run_local}[cfg.mode](exp, checkpoint)
-    final = {"model": cfg.model, "mode": cfg.mode, "profile": cfg.profile, "seed": cfg.seed,
-             **describe(exp), **final, "wall_time": exp.elapsed()}
-    runs.write_json(out / "final.json", final)
-    runs.finish(moved)
+    exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
+    cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
+    with runs.transaction(out, resume=resume) as work:
+        exp.run_dir = work
+        checkpoint = runs.load_checkpoint(work) if resume else None
+        _check_progress(cfg, checkpoint, out)
+        runs.write_json(work / "config.json", to_dict(cfg))
+        if cfg.mode == "fedavg":
+            final = run_fedavg(exp, checkpoint, pool(exp) if pool is not None else None)
+        else:
+            final = {"central": run_central, "local": run_local}[cfg.mode](exp, checkpoint)
+        final = {"model": cfg.model, "mode": cfg.mode, "profile": cfg.profile, "seed": cfg.seed,
+                 **describe(exp), **final, "sample_passes": _sample_passes(work),
+                 "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
+                 "wall_time": exp.elapsed()}
+        runs.write_json(work / "final.json", final)
     return final
+
+
+def _check_progress(cfg: TrainConfig, checkpoint: dict | None, out: Path) -> None:
+    """A resumed run cannot be cut below the rounds or epochs it has already done."""
+    if checkpoint is None:
+        return
+    done = checkpoint.get("round", checkpoint.get("epoch", 0))
+    total = cfg.rounds if cfg.mode == "fedavg" else cfg.pooled_epochs
+    unit = "rounds" if cfg.mode == "fedavg" else "epochs"
+    if total < done:
+        raise UserError(f"--resume: {out} has done {done} {unit} already, more than the {total} asked for; "
+                        f"ask for at least {done}.")
+
+
+def _sample_passes(run_dir: Path) -> int:
+    """Images seen in training, over all rounds (and clients): the run's compute."""
+    last: dict = {}
+    for row in runs.read_history(run_dir / "history.csv"):
+        last[row.get("client", "")] = int(row["sample_passes"])
+    return sum(last.values())

@@ -144,7 +144,7 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, r: int, global_state: di
     raise RoundFailed(
         f"round {r + 1}: fewer than {cfg.min_clients} client(s) returned a usable update in "
         f"{cfg.round_retries + 1} attempt(s) ({_summary(dropped)}); fix the failing sites, or lower "
-        "--min-clients / raise --round-retries, then continue with --resume."
+        "--min-clients / raise --round-retries."
     )
 
 

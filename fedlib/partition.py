@@ -93,8 +93,40 @@ def partition(
     if method == "quantity":
         return quantity(n, num_clients, alpha, seed)
     if method == "by_source":
+        known = {str(s) for s in sources} - {"unknown"}
+        if not known:
+            raise UserError("--partition by_source needs the source column of the split file (the 4th), "
+                            "but every image's source is unknown (3-column split file); use --partition "
+                            "iid or dirichlet.")
         return by_source(sources)
     raise UserError(f"unknown partition {method!r}; choose one of {', '.join(PARTITIONS)}.")
+
+
+def holdout(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) positions: a seeded, stratified ``fraction`` of each class is held
+    out (rounded, at least one image of a class with two or more), the rest kept; both sorted."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(fraction * idx.size))
+        if fraction > 0 and idx.size >= 2:
+            k = min(max(k, 1), idx.size - 1)
+        held.extend(idx[:k].tolist())
+    held_arr = np.sort(np.asarray(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(labels.size), held_arr), held_arr
+
+
+def check_parts(parts: Sequence[np.ndarray], method: str, minimum: int = 2) -> None:
+    """Refuse a partition that leaves a client too few images to train on (BatchNorm needs
+    two), with the table of client sizes, instead of failing every round silently."""
+    small = [c for c, p in enumerate(parts) if len(p) < minimum]
+    if small:
+        sizes = ", ".join(f"{c}: {len(p)}" for c, p in enumerate(parts))
+        raise UserError(f"the {method} partition leaves client(s) {', '.join(map(str, small))} with fewer than "
+                        f"{minimum} images (images per client: {sizes}); raise --alpha, use fewer --clients "
+                        "or another --partition.")
 
 
 def class_counts(parts: Sequence[np.ndarray], labels: Sequence[int], num_classes: int) -> np.ndarray:

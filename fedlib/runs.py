@@ -5,23 +5,30 @@ runs/<name>/
   config.json        the resolved TrainConfig (enough to re-run)
   history.csv        one row per round (federated) or epoch (pooled, local)
   final.json         final train (no augmentation) and test metrics; its presence marks a finished run
+  .fedlib-run        marker: this folder is a fedlib run (what --overwrite may replace)
   checkpoints/last.pt       model, optimizer and server state, progress
   checkpoints/previous.pt   the checkpoint before last.pt, kept in case last.pt is damaged
   checkpoints/client<c>.pt  local mode only: client c's final model (last.pt holds only the latest)
 ```
 Every file is written to a temporary sibling and renamed into place, so a
-crash leaves either the old file or the new one, never half of one.
+crash leaves either the old file or the new one, never half of one. One process
+at a time holds a run (an OS lock on ``.<name>.lock`` beside it), and a run that
+replaces another trains beside it and swaps in only when finished (``transaction``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -33,21 +40,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold back Ctrl-C and SIGTERM while a file is written (they arrive right after): an
+    interrupt inside torch.save's writer surfaced as a serialization traceback, not a clean stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with signals_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -138,56 +161,133 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         raise UserError(f"checkpoint {last} is damaged ({type(exc).__name__}); {hint}.") from None
 
 
-def check_target(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a run directory that cannot be used, before any work or any move."""
+MARKER = ".fedlib-run"  # written first into every run folder: what --overwrite may replace
+# What a run folder holds; a folder of only these (and config.json) is a run of an older fedlib
+# that had no marker yet.
+RUN_ENTRIES = {MARKER, "config.json", "history.csv", "clients.csv", "final.json", "checkpoints", "gradcam.png"}
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder fedlib made for a run (its marker, or an older run's files only)."""
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    entries = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    return "config.json" in entries and entries <= RUN_ENTRIES
+
+
+def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=()) -> None:
+    """Refuse a run directory that cannot be used, before any work or any move.
+
+    ``data_roots`` are the folders the run reads: a run folder may never hold one.
+    """
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder; choose another --out.")
     parent = run_dir.parent
     blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise UserError(f"cannot create the output folder {parent}: {blocker} is a file; choose another --out.")
+    target = run_dir.resolve()
+    for root in data_roots:
+        root = Path(root).resolve()
+        if root == target or target in root.parents:
+            raise UserError(f"--out {run_dir} holds the data this run reads ({root}); "
+                            "choose another --out.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output folder {parent} ({exc.strerror}); choose a writable --out.") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"the output folder {parent} is not writable; choose a writable --out.")
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not (run_dir / "config.json").exists():
             raise UserError(f"--resume: {run_dir} holds no run to resume; drop --resume to start it.")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    elif occupied and not overwrite:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out."
         )
+    elif occupied and not is_run_folder(run_dir):
+        raise UserError(f"--overwrite replaces only fedlib run folders, and {run_dir} is not one (no {MARKER} "
+                        "file); choose another --out, or move that folder away yourself.")
 
 
-def prepare(run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Make ``run_dir`` ready for a run; returns where an overwritten run was moved.
+def _siblings(run_dir: Path) -> tuple[Path, Path, Path]:
+    """(lock file, the replacement being trained, the replaced run awaiting deletion)."""
+    return tuple(run_dir.with_name(f".{run_dir.name}.{kind}") for kind in ("lock", "replacing", "replaced"))
 
-    An existing run is never silently replaced: without --overwrite or --resume it
-    is an error. With --overwrite the old run moves to ``<name>.previous`` and is
-    deleted only when the new run finishes (``finish``), so a failing run loses nothing.
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold an exclusive OS lock on the run's name for the duration (released on any exit,
+    also SIGKILL, so a lock is never stale); a second process is refused at once."""
+    lock_path, _, _ = _siblings(Path(run_dir))
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it, "
+                            "or choose another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def recover(run_dir: Path) -> None:
+    """Finish or undo a replacement that a killed process left half done (call under the lock)."""
+    run_dir = Path(run_dir)
+    _, replacing, replaced = _siblings(run_dir)
+    if replaced.exists():
+        if not run_dir.exists():  # killed between the two renames of a finished replacement
+            os.replace(replacing if is_finished(replacing) else replaced, run_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
+    if replacing.exists():  # a replacement that never finished: the old run stands
+        shutil.rmtree(replacing)
+
+
+@contextlib.contextmanager
+def transaction(run_dir: Path, *, resume: bool):
+    """Yield the folder a run writes into; the run folder changes only as a whole.
+
+    A new run, or a resumed one, writes in place (a killed run can be resumed). A run
+    that replaces an earlier one (--overwrite) trains in the sibling ``.<name>.replacing``
+    and takes the earlier run's place only once it has finished; any failure before then
+    removes the replacement and leaves the earlier run exactly as it was.
     """
     run_dir = Path(run_dir)
-    check_target(run_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        return None
-    moved = None
-    if run_dir.exists() and any(run_dir.iterdir()):
-        moved = run_dir.with_name(run_dir.name + ".previous")
-        if moved.exists():
-            shutil.rmtree(moved)
-        os.replace(run_dir, moved)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return moved
-
-
-def finish(moved: Path | None) -> None:
-    """Delete the overwritten run once the new one has finished."""
-    if moved is not None and moved.exists():
-        shutil.rmtree(moved)
+    with locked(run_dir):
+        recover(run_dir)
+        _, replacing, replaced = _siblings(run_dir)
+        if resume or not (run_dir.is_dir() and any(run_dir.iterdir())):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / MARKER, "fedlib run folder\n")
+            try:
+                yield run_dir
+            except BaseException as exc:
+                if (run_dir / "config.json").exists():
+                    exc.add_note(f"{run_dir} keeps what was done so far; continue it with the same command "
+                                 "and --resume")
+                raise
+            return
+        replacing.mkdir()
+        try:
+            atomic_write_text(replacing / MARKER, "fedlib run folder\n")
+            yield replacing
+        except BaseException as exc:
+            shutil.rmtree(replacing, ignore_errors=True)
+            exc.add_note(f"the earlier run in {run_dir} is unchanged")
+            raise
+        os.replace(run_dir, replaced)
+        os.replace(replacing, run_dir)
+        shutil.rmtree(replaced)
 
 
 def is_finished(run_dir: Path) -> bool:

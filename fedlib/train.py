@@ -32,8 +32,9 @@ class Hardware:
 
 
 def pick_hardware(device: str = "auto", amp: bool | None = None, channels_last: bool | None = None) -> Hardware:
-    """The one place that picks the device. On CUDA, bf16 autocast and channels_last
-    are on unless switched off; on CPU both stay off so results are exact."""
+    """The one place that picks the device. bf16 autocast is opt-in (``amp=True``): the one
+    GPU comparison we have had bf16 at chance where float32 learned. channels_last is on with
+    CUDA unless switched off (it changes the memory layout, not the arithmetic's precision)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -44,7 +45,7 @@ def pick_hardware(device: str = "auto", amp: bool | None = None, channels_last: 
     gpu = dev.type == "cuda"
     return Hardware(
         device=dev,
-        amp=gpu if amp is None else bool(amp),
+        amp=bool(amp),
         channels_last=gpu if channels_last is None else bool(channels_last),
         non_blocking=gpu,
     )
@@ -116,13 +117,15 @@ def local_train(
     hw: Hardware,
     optimizer_state: dict | None = None,
     dp=None,
+    class_weight: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
 
     The optimizer is created afresh (the authors' behaviour) unless
     ``optimizer_state`` is given. With ``dp`` (``fedlib.privacy.DPSettings``) it is
     DP-SGD: per-sample gradients clipped and noised by Opacus before each Adam step.
-    Returns the mean loss and the optimizer state.
+    ``class_weight`` (one weight per class, see ``balanced_weights``) scales each image's
+    loss by the weight of its class. Returns the mean loss and the optimizer state.
     """
     model.train()
     net, optimizer = model, make_optimizer(model, lr, weight_decay)
@@ -139,7 +142,9 @@ def local_train(
         optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
                                 expected_batch_size=batch_size, generator=noise)
     try:
-        total, count = _epochs(net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw)
+        weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=hw.device)
+        total, count = _epochs(net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
+                               weight)
     finally:
         if dp is not None:
             optimizer.zero_grad(set_to_none=True)  # also drops the per-sample gradients
@@ -150,7 +155,19 @@ def local_train(
     )
 
 
-def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw) -> tuple[float, int]:
+def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency class weights n / (k * n_c) over the k classes present (what
+    COVID-Net's training does to its minority class); the mean weight per image is 1, so
+    the step size stays comparable. Absent classes get 0 (they add nothing to the loss)."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
+            weight=None) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
@@ -163,7 +180,10 @@ def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image
                 y = torch.from_numpy(labels[idx]).to(hw.device, non_blocking=hw.non_blocking)
                 optimizer.zero_grad(set_to_none=True)  # before the forward pass, as Opacus needs
                 with _autocast(hw):
-                    loss = F.cross_entropy(model(x), y)
+                    if weight is None:
+                        loss = F.cross_entropy(model(x), y)
+                    else:  # a mean over images of weighted losses: DP-SGD's per-sample view stays valid
+                        loss = (F.cross_entropy(model(x), y, reduction="none") * weight[y]).mean()
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)

@@ -12,6 +12,25 @@ def test_paper_profile_is_the_papers_table_1():
     assert (cfg.lr, cfg.weight_decay, cfg.image_size) == (2e-5, 1e-7, 224)
     assert cfg.clients_per_round == 2
     assert cfg.pooled_epochs == 300
+    # The rest of the protocol as the authors' code runs it, each a way the profile could drift:
+    assert cfg.partition == "iid"  # equal random shares
+    assert cfg.keep_optimizer_state is False  # Adam created afresh at each local update
+    assert cfg.aggregation == "weighted"  # = the authors' plain mean for equal IID shares (README deviations)
+    assert cfg.val_fraction == 0 and cfg.class_weight == "none"  # every training image trains, unweighted
+    assert cfg.pooled_budget == "paper" and cfg.central_epochs is None
+    from fedlib.train import pick_hardware
+
+    assert cfg.amp is None and pick_hardware("cpu", cfg.amp).amp is False  # float32: bf16 is opt-in
+    assert cfg.model_norm == "batch" and cfg.engine == "inprocess"
+
+
+def test_matched_pooled_budget_makes_fedavgs_sample_passes():
+    cfg = config.resolve("paper", pooled_budget="matched")
+    # FedAvg: R x E x (C x K) / K epochs' worth of images = 100 x 3 x 2 / 5 = 120 epochs
+    assert cfg.pooled_epochs == 120
+    assert config.resolve("paper", pooled_budget="matched", central_epochs=7).pooled_epochs == 7  # an explicit count wins
+    quick = config.resolve("quick")  # 12 rounds x 2 epochs x 2 of 5 clients = 9.6 epochs, rounded up
+    assert (quick.pooled_budget, quick.central_epochs, quick.pooled_epochs) == ("matched", None, 10)
 
 
 def test_precedence_defaults_profile_file_cli(tmp_path):

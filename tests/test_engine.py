@@ -96,7 +96,7 @@ def test_existing_run_is_not_overwritten(data_dir, tmp_path):
     assert (tmp_path / "r" / "final.json").read_bytes() == before
 
 
-def test_failed_overwrite_keeps_previous_run(data_dir, tmp_path, monkeypatch):
+def test_failed_overwrite_leaves_the_earlier_run_in_place(data_dir, tmp_path, monkeypatch):
     cfg = smoke(data_dir, rounds=1)
     run(cfg, tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "final.json").read_bytes()
@@ -107,7 +107,8 @@ def test_failed_overwrite_keeps_previous_run(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("fedlib.client.local_train", broken)
     with pytest.raises(RoundFailed, match="disk on fire"):
         run(cfg, tmp_path / "r", overwrite=True, progress=False)
-    assert (tmp_path / "r.previous" / "final.json").read_bytes() == before
+    assert (tmp_path / "r" / "final.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.lock", "r"]
 
 
 def test_local_mode_trains_each_client(data_dir, tmp_path):

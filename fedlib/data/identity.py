@@ -18,9 +18,9 @@ from .covidx import Layout
 FINGERPRINT_VERSION = 1  # bump when what goes into the hash changes
 
 
-def fingerprint(root, layout: Layout = Layout()) -> str:
+def fingerprint(root, layout: Layout | None = None) -> str:
     """Hex sha256 (first 16 characters) of the split files, layout and listed image sizes."""
-    root = Path(root)
+    root, layout = Path(root), layout or Layout()
     digest = hashlib.sha256(f"fedlib-data-v{FINGERPRINT_VERSION}\0".encode())
     for split in ("train", "test"):
         split_file = root / getattr(layout, f"{split}_split")
