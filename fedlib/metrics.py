@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# A model is "at chance" when its balanced accuracy is at most CHANCE_MARGIN above 1/k,
+# k = the classes present in the truth. Predicting one class for every image scores
+# exactly 1/k however skewed the test set is (its plain accuracy is that class's share:
+# 0.815 on a set with 81.5% of one class), so such a model has learned nothing the
+# accuracy could show. 0.05 leaves room for a few lucky images on a small test set.
+CHANCE_MARGIN = 0.05
+
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Integer matrix with rows = true class, columns = predicted class."""
@@ -35,6 +42,9 @@ def slug(name: str) -> str:
 
 def summarize_confusion(cm: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
     """Accuracy, balanced accuracy and per-class sensitivity, PPV and F1.
+
+    Balanced accuracy is the mean sensitivity over the classes present in the
+    truth (a class with no true image has no sensitivity and is left out).
 
     Keys: ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``n``, and for each
     class ``sensitivity_<slug>``, ``ppv_<slug>``, ``f1_<slug>`` (slug of the
@@ -62,3 +72,14 @@ def summarize_confusion(cm: np.ndarray, class_names: tuple[str, ...]) -> dict[st
         out[f"ppv_{key}"] = float(ppv[i])
         out[f"f1_{key}"] = float(f1[i])
     return out
+
+
+def chance_level(cm) -> float:
+    """Balanced accuracy of a constant prediction: 1 / (classes present in the truth)."""
+    present = int((np.asarray(cm).sum(axis=1) > 0).sum())
+    return 1.0 / present if present else float("nan")
+
+
+def at_chance(balanced_accuracy: float, chance: float, margin: float = CHANCE_MARGIN) -> bool:
+    """Whether a balanced accuracy is no better than chance (see ``CHANCE_MARGIN``)."""
+    return bool(balanced_accuracy <= chance + margin) if not np.isnan(balanced_accuracy) else False

@@ -10,6 +10,7 @@ that mixes data sets or profiles cannot be drawn into one figure:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,9 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
+from .metrics import at_chance, chance_level, slug, summarize_confusion
 
-# What must agree between runs drawn into one figure or table.
-SAME_IN_ONE_REPORT = ("data_fingerprint", "profile", "image_size")
+# What must agree between runs drawn into one figure or table: the data (and the part of
+# it trained and tested on), the profile and the image size.
+SAME_IN_ONE_REPORT = ("data_fingerprint", "profile", "image_size", "subset", "test_subset")
+
+# The tables give, beside the last evaluation's test accuracy (one noisy point: one run
+# went 0.84 -> 0.50 between its last two rounds), the mean over this many last evaluations.
+LAST_EVALS = 3
 
 
 def run_name(model: str, mode: str, seed: int) -> str:
@@ -101,6 +108,85 @@ def check_one_dataset(runs: list[Run]) -> None:
                     f"{run.path} and {first.path} differ in {key} ({run.config.get(key)!r} vs "
                     f"{first.config.get(key)!r}); one report reads runs of one data set and profile: "
                     "point runs_dir at a folder holding only those.")
+
+
+def check_unique(runs: list[Run]) -> None:
+    """Refuse two finished runs of the same (model, mode, seed), e.g. an old ``<model>-<mode>``
+    folder beside its ``<model>-<mode>-seed<seed>`` successor: a table would count it twice."""
+    seen: dict[tuple, Run] = {}
+    for run in runs:
+        key = (run.model, run.mode, run.seed)
+        if key in seen:
+            raise UserError(f"{run.path} and {seen[key].path} are both {run_name(*key)}; one report reads "
+                            "one run per model, mode and seed: move one of them out of runs_dir.")
+        seen[key] = run
+
+
+def last_evals_accuracy(history: pd.DataFrame, k: int = LAST_EVALS, split: str = "test") -> float:
+    """Mean accuracy over the last ``k`` evaluated rows of history.csv (rows without an
+    evaluation, with eval_every > 1, are skipped); NaN without any."""
+    column = f"{split}_accuracy"
+    if column not in history:
+        return float("nan")
+    evaluated = history[column].dropna()
+    return float(evaluated.tail(k).mean()) if len(evaluated) else float("nan")
+
+
+def sample_passes(run: Run) -> float:
+    """Training images processed in all (an image seen in two epochs counts twice): the last
+    row of history.csv, else final.json's total; NaN when neither says."""
+    h = run.history
+    if "sample_passes" in h and h["sample_passes"].notna().any():
+        return float(h["sample_passes"].dropna().iloc[-1])
+    return _number(run.final.get("sample_passes"))
+
+
+def pooled_budget_rule(config: dict) -> str:
+    """How many epochs pooled training got, in words: the rule of ``config.pooled_budget``, or
+    the fixed ``central_epochs`` that overrides it (the quick profile sets 8)."""
+    rounds, epochs = int(config.get("rounds", 100)), int(config.get("local_epochs", 3))
+    clients = int(config.get("clients", 5))
+    per_round = max(int(float(config.get("fraction", 0.4)) * clients), 1)
+    if config.get("central_epochs") is not None:
+        return f"fixed ({config['central_epochs']} epochs, central_epochs)"
+    if config.get("pooled_budget", "paper") == "matched":
+        n = math.ceil(rounds * epochs * per_round / clients)
+        return f"matched (FedAvg's sample passes: R x E x C = {n} epochs)"
+    return f"paper (R x E = {rounds * epochs} epochs)"
+
+
+def run_metrics(run: Run) -> dict:
+    """One flat row of a run's numbers, as the tables read them: final.json's train and test
+    metrics (balanced accuracy recomputed from the confusion matrix for runs that predate it),
+    the mean test accuracy over the last ``LAST_EVALS`` evaluations, whether the run is at
+    chance (``fedlib.metrics.CHANCE_MARGIN``), its sample passes and (pooled) budget rule."""
+    classes = list(run.final.get("classes", []))
+    row = {"model": run.model, "mode": run.mode, "seed": run.seed, "params": run.final.get("params")}
+    for split in ("train", "test"):
+        m = dict(run.final.get(split, {}))
+        if "confusion" in m and classes:
+            m = {**summarize_confusion(m["confusion"], tuple(classes)), **m}
+        row[f"{split}_accuracy"] = _number(m.get("accuracy"))
+        row[f"{split}_balanced_accuracy"] = _number(m.get("balanced_accuracy"))
+        for c in classes:
+            row[f"{split}_sensitivity_{slug(c)}"] = _number(m.get(f"sensitivity_{slug(c)}"))
+    test = run.final.get("test", {})
+    chance = chance_level(test["confusion"]) if "confusion" in test else (1 / len(classes) if classes else float("nan"))
+    row[f"test_accuracy_last{LAST_EVALS}"] = last_evals_accuracy(run.history)
+    row["chance_level"] = chance
+    row["at_chance"] = at_chance(row["test_balanced_accuracy"], chance)
+    row["sample_passes"] = sample_passes(run)
+    row["pooled_budget"] = pooled_budget_rule(run.config) if run.mode == "central" else None
+    return row
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)  # write_json stores NaN as null
+
+
+def metrics_table(runs: list[Run]) -> pd.DataFrame:
+    """``run_metrics`` of each run, one row per run (in the order given)."""
+    return pd.DataFrame([run_metrics(r) for r in runs])
 
 
 def config_differences(saved: dict, wanted: dict) -> list[str]:

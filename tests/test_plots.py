@@ -1,164 +1,352 @@
-"""fedlib.plots on tiny hand-built run results: the arithmetic of the tables,
-what titles say, and that missing runs are named instead of crashing."""
+"""fedlib.plots on tiny hand-made run folders (tests/fabricate.py): the arithmetic of the
+tables over seeds, the chance flag, what titles say, the axes of the figures, and that
+missing runs are named instead of crashing."""
 
 from __future__ import annotations
 
-import json
+import io
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from fabricate import MAJORITY, diagonal, history, write_run
 from PIL import Image
 
-from fedlib import plots
+from fedlib import plots, results
+from fedlib.errors import UserError
 
-CLASSES = ["pneumonia", "normal", "COVID-19"]
-ABOUT = "SYNTHETIC chest X-rays (48 train / 24 test images) · profile smoke · seed 0"
-
-
-def make_final(model: str, mode: str, train_acc: float, test_acc: float, sens=(0.5, 0.25, 1.0),
-               synthetic: bool = True, params: int = 1000) -> dict:
-    def split(acc):
-        metrics = {"accuracy": acc, "balanced_accuracy": acc, "loss": 1.0, "n": 24,
-                   "confusion": [[4, 2, 2], [1, 6, 1], [0, 0, 8]]}
-        metrics.update({f"sensitivity_{k}": s for k, s in zip(("pneumonia", "normal", "covid19"), sens, strict=True)})
-        return metrics
-
-    kind = "SYNTHETIC chest X-rays" if synthetic else "COVIDx"
-    return {"model": model, "mode": mode, "profile": "smoke", "seed": 0, "synthetic": synthetic,
-            "data_description": f"{kind} (48 train / 24 test images)", "classes": CLASSES,
-            "params": params, "train": split(train_acc), "test": split(test_acc)}
-
-
-def make_history(losses, local_epochs: int = 1) -> pd.DataFrame:
-    rounds = range(1, len(losses) + 1)
-    return pd.DataFrame({"round": list(rounds), "epoch": [r * local_epochs for r in rounds],
-                         "train_loss": losses, "test_accuracy": [0.5] * len(losses)})
-
-
-def write_run(runs_dir, final: dict, history: pd.DataFrame | None = None):
-    run = runs_dir / f"{final['model']}-{final['mode']}"
-    run.mkdir(parents=True)
-    (run / "final.json").write_text(json.dumps(final))
-    (history if history is not None else make_history([1.0, 0.5])).to_csv(run / "history.csv", index=False)
-    return run
+MODELS = ["resnet18", "mobilenet_v2"]
 
 
 def title(fig) -> str:
-    return fig._suptitle.get_text()
+    return fig._suptitle.get_text().replace("\n", " ")  # long lines wrap
 
 
-def test_gap_table_is_absolute_difference_against_epsilon():
-    # Prepare: binary-exact accuracies, so the expected gaps are exact too
-    fed = {"resnet18": make_final("resnet18", "fedavg", 0.75, 0.5),
-           "mobilenet_v2": make_final("mobilenet_v2", "fedavg", 0.875, 0.75)}
-    pooled = {"resnet18": make_final("resnet18", "central", 1.0, 0.5625),
-              "mobilenet_v2": make_final("mobilenet_v2", "central", 0.75, 0.875)}
+def lines_by_gid(fig) -> dict[str, list]:
+    return {line.get_gid(): list(line.get_xdata()) for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+
+
+@pytest.fixture
+def three_seeds(tmp_path):
+    """ResNet-18 learned (FedAvg test accuracy 12/24, 15/24, 18/24 over seeds 0-2; pooled 18/24);
+    MobileNet-v2 called everything pneumonia in both modes (accuracy 20/24, balanced 1/3)."""
+    for seed, right in zip((0, 1, 2), [(4, 4, 4), (6, 4, 5), (6, 6, 6)], strict=True):
+        write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal(right),
+                  rows=history([1.0, 0.6, 0.5, 0.4], 32, [0.2, 0.9, 0.6, 0.3 + 0.1 * seed]))
+        write_run(tmp_path, "resnet18", "central", seed, test=diagonal((6, 6, 6)), rows=history([1.0, 0.5], 80))
+        write_run(tmp_path, "mobilenet_v2", "fedavg", seed, test=MAJORITY)
+        write_run(tmp_path, "mobilenet_v2", "central", seed, test=MAJORITY)
+    return results.find_runs(tmp_path)
+
+
+# ---------------------------------------------------------------- several seeds
+
+
+def test_table2_gives_mean_and_sd_over_seeds_and_each_seed(three_seeds, tmp_path):
     # Execute
-    gap = plots.table_gap(fed, pooled, 0.1, ABOUT, ["resnet18", "mobilenet_v2"])
-    # Assert: |0.5 - 0.5625| = 0.0625 <= 0.1; |0.75 - 0.875| = 0.125 > 0.1
+    t2 = plots.table2_fl_accuracy(three_seeds, MODELS, [0, 1, 2])
+    # Assert: accuracies 0.5, 0.625, 0.75: mean 0.625, sample sd 0.125
+    row = t2.iloc[0]
+    assert row["model"] == "ResNet-18" and row["seeds"] == 3
+    assert row["test_accuracy"] == pytest.approx(0.625)
+    assert row["test_accuracy_sd"] == pytest.approx(0.125)
+    assert row["test_accuracy_by_seed"] == "s0 0.500, s1 0.625, s2 0.750"
+    # balanced accuracy: per-class sensitivities (0.5, 0.5, 0.5), (0.75, 0.5, 0.625), (0.75, 0.75, 0.75)
+    assert row["test_balanced_accuracy"] == pytest.approx((0.5 + 0.625 + 0.75) / 3)
+    # COVID-19 sensitivity 4/8, 5/8, 6/8
+    assert row["test_covid19_sensitivity"] == pytest.approx(0.625)
+    assert row["test_covid19_sensitivity_sd"] == pytest.approx(0.125)
+    # last three evaluations: (0.9 + 0.6 + 0.3) / 3, (0.9 + 0.6 + 0.4) / 3, (0.9 + 0.6 + 0.5) / 3
+    assert row["test_accuracy_last3"] == pytest.approx((0.6 + 0.6333333 + 0.6666667) / 3)
+    assert row["test_accuracy_last3_sd"] == pytest.approx(1 / 30)
+    assert "mean ± sd over 3 seeds (0, 1, 2)" in t2.attrs["caption"]
+    # Markdown: mean ± sd in one cell, per-seed list beside it; per-seed CSV with every run
+    paths = plots.save_table(t2, tmp_path / "figures", "t2")
+    md = (tmp_path / "figures" / "t2.md").read_text()
+    assert "| ResNet-18 | 3 | 1000 | 0.001 | 1.000 ± 0.000 | 0.625 ± 0.125 | s0 0.500, s1 0.625, s2 0.750 |" in md
+    assert "test_accuracy_sd" not in md
+    per_seed = pd.read_csv(tmp_path / "figures" / "t2_per_seed.csv")
+    assert [p.name for p in paths] == ["t2.csv", "t2.md", "t2_per_seed.csv"]
+    assert per_seed[per_seed["model"] == "ResNet-18"]["test_accuracy"].tolist() == [0.5, 0.625, 0.75]
+    assert per_seed["seed"].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_table4_and_table3_average_over_seeds_too(three_seeds):
+    t4 = plots.table4_pooled_accuracy(three_seeds, MODELS)
+    assert t4["test_accuracy"].tolist() == pytest.approx([0.75, 20 / 24])
+    assert t4["test_accuracy_sd"].tolist() == pytest.approx([0.0, 0.0])
+    t3 = plots.table3_per_label(three_seeds, MODELS)
+    # pneumonia sensitivity 4/8, 6/8, 6/8: mean 2/3, sd sqrt(((1/6)^2 + 2 (1/12)^2) / 2) = 0.1443
+    assert t3.iloc[0]["pneumonia"] == pytest.approx(2 / 3)
+    assert t3.iloc[0]["pneumonia_sd"] == pytest.approx(math.sqrt(((1 / 6) ** 2 + 2 * (1 / 12) ** 2) / 2))
+    assert t3.iloc[0]["COVID-19_by_seed"] == "s0 0.500, s1 0.625, s2 0.750"
+
+
+def test_with_one_seed_tables_say_so_and_show_no_spread(three_seeds, tmp_path):
+    one = [r for r in three_seeds if r.seed == 0]
+    t2 = plots.table2_fl_accuracy(one, MODELS)
+    assert "1 seed (seed 0)" in t2.attrs["caption"] and "±" not in t2.attrs["caption"]
+    assert not [c for c in t2.columns if c.endswith(("_sd", "_by_seed"))]
+    assert "±" not in plots.markdown_table(t2, 3)
+    assert "1 seed (seed 0)" in title(plots.fig4_per_label_accuracy(one, MODELS))
+
+
+def test_markdown_shows_mean_and_sd_in_one_cell_and_only_the_mean_without_sd():
+    df = pd.DataFrame({"model": ["A", "B"], "acc": [0.8125, 0.5], "acc_sd": [0.0208, float("nan")]})
+    assert plots.markdown_table(df, 3).splitlines() == [
+        "| model | acc |", "|---|---|", "| A | 0.812 ± 0.021 |", "| B | 0.500 |"]
+
+
+# ---------------------------------------------------------------- chance
+
+
+def test_a_model_at_chance_is_flagged_in_tables_and_titles(three_seeds):
+    t2 = plots.table2_fl_accuracy(three_seeds, MODELS)
+    assert t2["seeds_at_chance"].tolist() == [0, 3]
+    assert t2.iloc[1]["test_accuracy"] == pytest.approx(20 / 24)  # looks good, means nothing
+    assert t2.iloc[1]["test_balanced_accuracy"] == pytest.approx(1 / 3)
+    assert "AT CHANCE" in t2.attrs["caption"] and "MobileNet-v2 FedAvg (3 of 3 seeds)" in t2.attrs["caption"]
+    assert "ResNet-18 FedAvg" not in t2.attrs["caption"]
+    for fig in (plots.fig3_fl_loss(three_seeds, MODELS), plots.fig5_fl_vs_pooled_loss(three_seeds, MODELS),
+                plots.fig4_per_label_accuracy(three_seeds, MODELS), plots.fig_confusion(three_seeds, MODELS)):
+        assert "AT CHANCE" in title(fig) and "MobileNet-v2 FedAvg" in title(fig)
+
+
+def test_gap_table_gives_no_verdict_for_a_model_at_chance(three_seeds):
+    gap = plots.table_gap(three_seeds, 0.05, MODELS)
+    # MobileNet-v2: both modes 20/24 in every seed, a gap of 0 <= epsilon, and no verdict on it
+    assert gap.iloc[1]["test_gap"] == 0.0
+    assert gap.iloc[1]["verdict"] == "not compared: both at chance (all 3 seeds)"
+    # ResNet-18: per-seed gaps |0.5 - 0.75|, |0.625 - 0.75|, 0: mean 0.125 > 0.05
+    assert gap.iloc[0]["test_gap"] == pytest.approx(0.125)
+    assert gap.iloc[0]["test_gap_by_seed"] == "s0 0.250, s1 0.125, s2 0.000"
+    assert gap.iloc[0]["verdict"] == "outside epsilon"
+    assert "within epsilon" not in gap["verdict"].tolist()
+
+
+def test_gap_table_with_one_mode_at_chance(tmp_path):
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=MAJORITY)
+    write_run(tmp_path, "resnet18", "central", 0, test=[[18, 1, 1], [0, 2, 0], [0, 0, 2]])
+    gap = plots.table_gap(results.find_runs(tmp_path), 0.05)
+    assert gap["test_gap"].tolist() == pytest.approx([2 / 24])
+    assert gap["verdict"].tolist() == ["not compared: FedAvg at chance"]
+
+
+# ---------------------------------------------------------------- gap and budget
+
+
+def test_gap_table_is_absolute_difference_against_epsilon(tmp_path):
+    # Prepare: resnet18 0.5 vs 13/24; mobilenet_v2 0.75 vs 1.0 (binary-exact or close to it)
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((5, 4, 4)))
+    write_run(tmp_path, "mobilenet_v2", "fedavg", 0, test=diagonal((6, 6, 6)))
+    write_run(tmp_path, "mobilenet_v2", "central", 0, test=diagonal((8, 8, 8)))
+    # Execute
+    gap = plots.table_gap(results.find_runs(tmp_path), 0.05, MODELS)
+    # Assert: |0.5 - 13/24| = 1/24 <= 0.05; |0.75 - 1| = 0.25 > 0.05
     assert list(gap["model"]) == ["ResNet-18", "MobileNet-v2"]
-    assert list(gap["test_gap"]) == [0.0625, 0.125]
-    assert list(gap["train_gap"]) == [0.25, 0.125]
-    assert list(gap["test_within_epsilon"]) == [True, False]
-    assert list(gap["epsilon"]) == [0.1, 0.1]
+    assert gap["test_gap"].tolist() == pytest.approx([1 / 24, 0.25])
+    assert gap["verdict"].tolist() == ["within epsilon", "outside epsilon"]
+    assert gap["epsilon"].tolist() == [0.05, 0.05]
 
 
-def test_gap_table_names_models_without_both_runs():
-    fed = {"resnet18": make_final("resnet18", "fedavg", 0.75, 0.5)}
-    pooled = {"resnet18": make_final("resnet18", "central", 1.0, 0.5625),
-              "mobilenet_v2": make_final("mobilenet_v2", "central", 0.75, 0.875)}
-    gap = plots.table_gap(fed, pooled, 0.05, ABOUT, ["resnet18", "mobilenet_v2"])
-    assert list(gap["model"]) == ["ResNet-18"]
-    assert "mobilenet_v2-fedavg" in gap.attrs["caption"]
+def test_gap_table_shows_the_pooled_budget_and_the_ratio_of_sample_passes(tmp_path):
+    # FedAvg: 2 rounds of 32 sample passes = 64; pooled: 2 epochs of 80 = 160, i.e. 2.5x
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 32))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 80),
+              pooled_budget="paper", rounds=2, local_epochs=1)
+    gap = plots.table_gap(results.find_runs(tmp_path), 0.05)
+    assert gap["pooled_budget"].tolist() == ["paper (R x E = 2 epochs)"]
+    assert gap["pooled_to_fedavg_passes"].tolist() == [2.5]
+    assert "pooled training made 2.50x FedAvg's sample passes (not an equal-compute comparison)" \
+        in gap.attrs["caption"]
 
 
-def test_per_label_table_has_one_row_per_model_and_the_three_classes():
-    fed = {"resnet18": make_final("resnet18", "fedavg", 0.75, 0.5, sens=(0.125, 0.5, 1.0)),
-           "mobilenet_v2": make_final("mobilenet_v2", "fedavg", 0.75, 0.5, sens=(0.25, 0.75, 0.0))}
-    table = plots.table3_per_label(fed, ABOUT, ["covidnet_small", "resnet18", "mobilenet_v2"])
-    assert list(table.columns) == ["model", *CLASSES]
+def test_gap_table_says_when_the_budgets_are_matched(tmp_path):
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 32))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.0], 64),
+              pooled_budget="matched")
+    gap = plots.table_gap(results.find_runs(tmp_path), 0.05)
+    assert gap["pooled_budget"].iloc[0].startswith("matched")
+    assert "1.00x FedAvg's sample passes (about equal compute)" in gap.attrs["caption"]
+
+
+def test_gap_table_pairs_seeds_and_names_missing_runs(tmp_path):
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)))
+    write_run(tmp_path, "resnet18", "fedavg", 1, test=diagonal((6, 6, 6)))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((6, 6, 6)))
+    write_run(tmp_path, "mobilenet_v2", "central", 0, test=diagonal((6, 6, 6)))
+    gap = plots.table_gap(results.find_runs(tmp_path), 0.05, MODELS, [0, 1])
+    assert list(gap["model"]) == ["ResNet-18"] and gap["seeds"].tolist() == [1]  # seed 1 has no pooled run
+    assert gap["test_gap"].tolist() == [0.25]
+    assert gap.attrs["missing"] == ["resnet18-central (seed 1)", "mobilenet_v2-fedavg",
+                                    "mobilenet_v2-central (seed 1)"]
+
+
+# ---------------------------------------------------------------- per label
+
+
+def test_per_label_table_shows_the_test_split_not_train(tmp_path):
+    # Prepare: train and test sensitivities differ in every class
+    write_run(tmp_path, "resnet18", "fedavg", 0, train=diagonal((8, 2, 6)), test=diagonal((2, 4, 8)))
+    write_run(tmp_path, "mobilenet_v2", "fedavg", 0, train=diagonal((1, 3, 5)), test=diagonal((6, 6, 0)))
+    runs = results.find_runs(tmp_path)
+    # Execute
+    table = plots.table3_per_label(runs, ["covidnet_small", *MODELS])
+    # Assert
+    assert list(table.columns) == ["model", "seeds", "pneumonia", "normal", "COVID-19", "seeds_at_chance"]
     assert list(table["model"]) == ["ResNet-18", "MobileNet-v2"]
-    assert table.iloc[0, 1:].tolist() == [0.125, 0.5, 1.0]
-    assert table.iloc[1, 1:].tolist() == [0.25, 0.75, 0.0]
+    assert table.iloc[0][["pneumonia", "normal", "COVID-19"]].tolist() == [0.25, 0.5, 1.0]
+    assert table.iloc[1][["pneumonia", "normal", "COVID-19"]].tolist() == [0.75, 0.75, 0.0]
     assert table.attrs["missing"] == ["covidnet_small-fedavg"]
-    fig = plots.fig4_per_label_accuracy(table, ABOUT)
+    assert "test set" in table.attrs["caption"]
+    train = plots.table3_per_label(runs, MODELS, split="train")
+    assert train.iloc[0][["pneumonia", "normal", "COVID-19"]].tolist() == [1.0, 0.25, 0.75]
+    fig = plots.fig4_per_label_accuracy(runs, ["covidnet_small", *MODELS])
     assert "covidnet_small-fedavg" in title(fig)
+    bars = [round(b.get_height(), 4) for b in fig.axes[0].patches if b.get_height() > 0]
+    assert sorted(bars) == [0.25, 0.5, 0.75, 0.75, 1.0]  # test values, not train
 
 
-def test_accuracy_tables_copy_final_json():
-    fed = {"resnet18": make_final("resnet18", "fedavg", 0.75, 0.5, params=11_000_000)}
-    pooled = {"resnet18": make_final("resnet18", "central", 1.0, 0.625)}
-    t2 = plots.table2_fl_accuracy(fed, ABOUT, ["resnet18"])
-    t4 = plots.table4_pooled_accuracy(pooled, ABOUT, ["resnet18"])
-    assert t2.iloc[0].to_dict() == {"model": "ResNet-18", "params": 11_000_000, "params_millions": 11.0,
-                                    "train_accuracy": 0.75, "test_accuracy": 0.5}
-    assert t4.iloc[0].to_dict() == {"model": "ResNet-18", "train_accuracy": 1.0, "test_accuracy": 0.625}
+def test_fig4_draws_a_dot_per_seed(three_seeds):
+    fig = plots.fig4_per_label_accuracy(three_seeds, MODELS)
+    dots = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    assert dots == 2 * 3 * 3  # models x classes x seeds
+    assert "dots: seeds" in title(fig)
 
 
-def test_titles_say_synthetic_when_the_runs_are(tmp_path):
-    write_run(tmp_path, make_final("resnet18", "fedavg", 0.75, 0.5))
-    write_run(tmp_path, make_final("resnet18", "central", 0.75, 0.5))
-    about = plots.describe_runs(tmp_path, ["resnet18"], profile="quick", seed=3, data="synthetic")
-    # final.json decides, not the parameters: profile smoke, seed 0
-    assert "synthetic" in about.lower() and "profile smoke" in about and "seed 0" in about
-    fed = plots.load_histories(tmp_path, ["resnet18"], "fedavg")
-    pooled = plots.load_histories(tmp_path, ["resnet18"], "central")
-    finals = plots.load_finals(tmp_path, ["resnet18"], "fedavg")
-    for fig in (plots.fig3_fl_loss(fed, about), plots.fig5_fl_vs_pooled_loss(fed, pooled, about),
-                plots.fig_confusion(finals, about)):
-        assert "synthetic" in title(fig).lower()
+# ---------------------------------------------------------------- titles
+
+
+def test_titles_say_data_profile_image_size_and_seeds(three_seeds):
+    about = plots.describe_runs(three_seeds)
+    assert about == ("SYNTHETIC chest X-rays (48 train / 24 test images) · profile smoke · 32×32 px · "
+                     "mean ± sd over 3 seeds (0, 1, 2)")
+    for fig in (plots.fig3_fl_loss(three_seeds), plots.fig5_fl_vs_pooled_loss(three_seeds),
+                plots.fig_confusion(three_seeds)):
+        assert about in title(fig)
 
 
 def test_titles_say_covidx_for_real_data(tmp_path):
-    write_run(tmp_path, make_final("resnet18", "fedavg", 0.75, 0.5, synthetic=False))
-    about = plots.describe_runs(tmp_path, ["resnet18"], profile="paper", seed=0, data=str(tmp_path))
-    assert "COVIDx" in about and "synthetic" not in about.lower()
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
+              description="COVIDx (13892 train / 1579 test images)", profile="paper", image_size=224)
+    about = plots.describe_runs(results.find_runs(tmp_path))
+    assert about == "COVIDx (13892 train / 1579 test images) · profile paper · 224×224 px · 1 seed (seed 0)"
 
 
-def test_without_runs_the_title_falls_back_to_the_parameters(tmp_path):
-    about = plots.describe_runs(tmp_path, ["resnet18"], profile="quick", seed=7, data="synthetic")
-    assert "synthetic" in about.lower() and "seed 7" in about and "no finished runs" in about
-    fig = plots.fig3_fl_loss({}, about, ["resnet18"])
-    assert "resnet18-fedavg" in title(fig)
+def test_seeds_phrase_names_uneven_seed_counts(tmp_path):
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal((4, 4, 4)))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)))
+    assert plots.seeds_phrase(results.find_runs(tmp_path)) == \
+        "mean ± sd over 1 to 3 seeds per model and mode (seeds 0, 1, 2; 1 seed: no sd)"
 
 
-def test_unfinished_runs_are_left_out(tmp_path):
-    run = write_run(tmp_path, make_final("resnet18", "fedavg", 0.75, 0.5))
-    (run / "final.json").unlink()  # still training
-    assert plots.load_finals(tmp_path, ["resnet18"], "fedavg") == {}
-    assert plots.load_histories(tmp_path, ["resnet18"], "fedavg") == {}
+def test_figures_and_tables_refuse_runs_of_two_data_sets(tmp_path):
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), fingerprint="aaaa")
+    write_run(tmp_path, "resnet18", "fedavg", 1, test=diagonal((4, 4, 4)), fingerprint="bbbb")
+    runs = results.find_runs(tmp_path)
+    with pytest.raises(UserError, match="data_fingerprint"):
+        plots.table2_fl_accuracy(runs)
+    with pytest.raises(UserError, match="data_fingerprint"):
+        plots.fig3_fl_loss(runs)
 
 
-def test_fig5_puts_rounds_at_epoch_r_times_e(tmp_path):
-    fed = {"resnet18": make_history([1.0, 0.5], local_epochs=3)}
-    pooled = {"resnet18": make_history([1.2, 1.0, 0.8, 0.6, 0.5, 0.4])}
-    fig = plots.fig5_fl_vs_pooled_loss(fed, pooled, ABOUT, ["resnet18", "mobilenet_v2"])
+# ---------------------------------------------------------------- figures
+
+
+def test_fig5_plots_both_modes_against_sample_passes(tmp_path):
+    # FedAvg: E = 3 local epochs, 40 sample passes a round (epochs 3, 6); pooled: 80 an epoch, 6 epochs
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
+              rows=history([1.0, 0.5], 40, local_epochs=3))
+    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)),
+              rows=history([1.2, 1.0, 0.8, 0.6, 0.5, 0.4], 80))
+    fig = plots.fig5_fl_vs_pooled_loss(results.find_runs(tmp_path), MODELS)
+    lines = lines_by_gid(fig)
+    assert lines["resnet18-fedavg-seed0"] == [40, 80]  # not epochs 3, 6
+    assert lines["resnet18-central-seed0"] == [80, 160, 240, 320, 400, 480]
     ax = fig.axes[0]
-    lines = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
-    assert lines["FedAvg"] == [3, 6]
-    assert lines["pooled"] == [1, 2, 3, 4, 5, 6]
+    assert ax.get_xlabel() == "training images processed (sample passes)"
+    assert "pooled/FedAvg passes 6.00x" in ax.get_title()  # 480 / 80
+    assert "equal x is equal compute" in title(fig)
     assert "mobilenet_v2-fedavg" in title(fig) and "mobilenet_v2-central" in title(fig)
 
 
-def test_save_figure_and_table_write_complete_files(tmp_path):
-    fig = plots.fig3_fl_loss({"resnet18": make_history([1.0, 0.5])}, ABOUT)
-    table = plots.table2_fl_accuracy({"resnet18": make_final("resnet18", "fedavg", 0.75, float("nan"))}, ABOUT)
+def test_fig3_draws_each_seed_and_their_mean(three_seeds):
+    fig = plots.fig3_fl_loss(three_seeds, MODELS)
+    ax = fig.axes[0]
+    gids = {line.get_gid(): line for line in ax.get_lines()}
+    assert {"resnet18-fedavg-seed0", "resnet18-fedavg-seed1", "resnet18-fedavg-seed2",
+            "resnet18-fedavg-mean"} <= set(gids)
+    assert list(gids["resnet18-fedavg-mean"].get_ydata()) == pytest.approx([1.0, 0.6, 0.5, 0.4])
+    assert ax.get_xlabel() == "federated round"
+
+
+def test_confusion_sums_seeds_and_gives_accuracy_mean_and_sd(three_seeds):
+    fig = plots.fig_confusion(three_seeds, MODELS)
+    assert fig.axes[0].get_title() == "ResNet-18 (accuracy 0.625 ± 0.125)"
+    assert "3/3 at chance" in fig.axes[1].get_title()
+    cells = [int(t.get_text()) for t in fig.axes[0].texts]
+    assert cells[:3] == [16, 8, 0]  # pneumonia row: 4 + 6 + 6 right, 4 + 2 + 2 called normal
+
+
+@pytest.mark.parametrize("models", [None, ["resnet18", "mobilenet_v2", "resnext50_32x4d"]])
+def test_figures_do_not_crash_on_missing_or_no_runs(tmp_path, models):
+    write_run(tmp_path, "mobilenet_v2", "fedavg", 0, test=diagonal((4, 4, 4)))
+    for runs in (results.find_runs(tmp_path), []):
+        figs = [plots.fig_confusion(runs, models), plots.fig4_per_label_accuracy(runs, models),
+                plots.fig3_fl_loss(runs, models), plots.fig5_fl_vs_pooled_loss(runs, models)]
+        tables = [plots.table2_fl_accuracy(runs, models), plots.table3_per_label(runs, models),
+                  plots.table4_pooled_accuracy(runs, models), plots.table_gap(runs, 0.05, models)]
+        if models:
+            assert all("resnet18-fedavg" in title(f) for f in figs)
+            assert all(t.attrs["missing"] for t in tables)
+        if not runs:
+            assert all("no finished runs" in title(f) for f in figs)
+            assert all(len(t) == 0 for t in tables)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def test_save_figure_and_table_write_complete_files(tmp_path, three_seeds):
+    fig = plots.fig3_fl_loss(three_seeds)
+    table = plots.table2_fl_accuracy(three_seeds)
     paths = plots.save_figure(fig, tmp_path / "figures", "fig3") + plots.save_table(table, tmp_path / "figures", "t2")
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["fig3.pdf", "fig3.png", "t2.csv", "t2.md"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "fig3.pdf", "fig3.png", "t2.csv", "t2.md", "t2_per_seed.csv"]
     assert all(p.stat().st_size > 0 for p in paths)
     with Image.open(tmp_path / "figures" / "fig3.png") as img:
         img.verify()
     md = (tmp_path / "figures" / "t2.md").read_text()
-    assert md.startswith("Table 2.") and "| ResNet-18 | 1000 |" in md and "| – |" in md
-    assert pd.read_csv(tmp_path / "figures" / "t2.csv")["train_accuracy"].tolist() == [0.75]
+    assert md.startswith("Table 2.") and "| ResNet-18 | 3 | 1000 |" in md
+    assert pd.read_csv(tmp_path / "figures" / "t2.csv")["test_accuracy"].tolist() == pytest.approx([0.625, 20 / 24])
 
 
-@pytest.mark.parametrize("models", [[], ["resnet18", "mobilenet_v2", "resnext50_32x4d"]])
-def test_figures_do_not_crash_on_missing_models(models):
-    finals = {"mobilenet_v2": make_final("mobilenet_v2", "fedavg", 0.75, 0.5)} if models else {}
-    fig = plots.fig_confusion(finals, ABOUT, models or None)
-    table = plots.table3_per_label(finals, ABOUT, models or None)
-    plots.fig4_per_label_accuracy(table, ABOUT)
-    plots.fig5_fl_vs_pooled_loss({}, {}, ABOUT, models or None)
-    if models:
-        assert "resnet18-fedavg" in title(fig)
+def test_markdown_shows_nan_as_a_dash():
+    df = pd.DataFrame({"model": ["A"], "acc": [float("nan")], "acc_sd": [0.1]})
+    assert plots.markdown_table(df).splitlines()[-1] == "| A | – |"
+
+
+@pytest.mark.parametrize("ext", ["png", "pdf", "svg"])
+def test_write_figure_is_byte_stable(tmp_path, monkeypatch, ext):
+    def draw():
+        fig = plots.Figure()
+        fig.subplots().plot([1, 2, 3], [3, 1, 2], label="x")
+        fig.suptitle("loss ± sd")
+        return fig
+
+    # Two writes a day apart (matplotlib dates PDFs from SOURCE_DATE_EPOCH when set, else now)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    first = plots.write_figure(draw(), tmp_path / f"a.{ext}").read_bytes()
+    plain = io.BytesIO()
+    draw().savefig(plain, format=ext)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    second = plots.write_figure(draw(), tmp_path / f"b.{ext}").read_bytes()
+    assert first == second
+    if ext == "pdf":  # the test can fail: matplotlib's own default is not stable
+        later = io.BytesIO()
+        draw().savefig(later, format=ext)
+        assert plain.getvalue() != later.getvalue()
+    assert np.frombuffer(first, np.uint8).size > 0
