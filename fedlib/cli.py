@@ -170,10 +170,13 @@ def cmd_params(args) -> None:
 def cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
-    reproduce(profile=args.profile, data=args.data, models=args.models, modes=args.modes,
+    # Fields of every run's config (and of 00_data's); None: as the profile says.
+    passed = ("train_split", "test_split", "train_dir", "test_dir", "val_fraction", "class_weight", "pooled_budget")
+    overrides = {k: getattr(args, k) for k in passed if getattr(args, k) is not None}
+    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    reproduce(profile=args.profile, data=args.data, models=args.models, modes=args.modes, seeds=seeds,
               force=args.force, runs_dir=args.runs_dir, figures_dir=args.figures_dir,
-              reports_dir=args.reports_dir, seed=args.seed, device=args.device,
-              progress=not args.quiet)
+              reports_dir=args.reports_dir, device=args.device, progress=not args.quiet, overrides=overrides)
 
 
 def cmd_explain(args) -> None:
@@ -247,13 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder")
     p.add_argument("--models", nargs="+", default=None, help="models to train (default: the paper's four)")
     p.add_argument("--modes", nargs="+", default=None, help="training modes (default: fedavg central)")
-    p.add_argument("--force", action="store_true", help="retrain runs that already finished")
-    p.add_argument("--runs-dir", default=None, help="where run directories go (default runs/<profile>)")
-    p.add_argument("--figures-dir", default="figures", help="where figures and tables go")
-    p.add_argument("--reports-dir", default="reports", help="where executed notebooks go")
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", nargs="+", type=int, default=None,
+                       help="train every model and mode once per seed (default: 0)")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed: the same as --seeds N")
+    p.add_argument("--force", action="store_true",
+                   help="retrain runs that already exist, finished or not, whatever their config")
+    p.add_argument("--runs-dir", default=None,
+                   help="where run directories go (default runs/<profile>/<data tag>, the tag being the data "
+                        "set's name and fingerprint, e.g. runs/quick/synthetic-1a2b3c4d)")
+    p.add_argument("--figures-dir", default=None,
+                   help="where figures and tables go (default figures/ for the profile's synthetic set, "
+                        "figures/<profile>-<data tag>/ for any other data set)")
+    p.add_argument("--reports-dir", default=None,
+                   help="where executed notebooks go (default reports/<profile>/ for the profile's synthetic "
+                        "set, reports/<profile>-<data tag>/ for any other data set)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    g = p.add_argument_group("training options for every run (default: as the profile says)")
+    for flag in ("--val-fraction", "--class-weight", "--pooled-budget"):
+        field, typ, help_ = TRAIN_OPTIONS[flag]
+        g.add_argument(flag, dest=field, type=typ, default=None, help=help_)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _layout_args(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("explain", help="Grad-CAM++ maps of one trained run")
