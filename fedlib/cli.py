@@ -55,6 +55,13 @@ def cmd_data_summary(args) -> None:
     if leaked:
         shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
         print(f"warning: {len(leaked)} patient id(s) appear in both train and test: {shown}", file=sys.stderr)
+    for split, rep in summary["repeated"].items():
+        if rep["lines"]:  # real releases have them; the counts above are of distinct images
+            shown = ", ".join(rep["first"]) + (" ..." if rep["images"] > len(rep["first"]) else "")
+            other = f", {rep['other_patient_id']} of them with another patient id" if rep["other_patient_id"] else ""
+            print(f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
+                  f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
+                  file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return
