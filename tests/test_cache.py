@@ -1,12 +1,27 @@
-"""The preprocessing cache: sizes, exactness, reuse, invalidation, atomic writes."""
+"""The preprocessing cache: sizes, exactness, reuse, invalidation, atomic writes, stopping."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import psutil
 import pytest
 import torchvision.transforms.v2.functional as TF
-from conftest import make_image
+from conftest import make_image, write_covidx
 
 import fedlib.data.cache as cache
-from fedlib.data import Layout, cache_size, decode_split, load_image, load_split_arrays, preprocess
+from fedlib.data import (
+    CLASSES,
+    Layout,
+    cache_size,
+    decode_split,
+    load_image,
+    load_split_arrays,
+    preprocess,
+)
 from fedlib.errors import UserError
 
 
@@ -179,3 +194,96 @@ def test_custom_layout_reaches_the_cache(covidx_root, tmp_path):
     images, _, _ = load_split_arrays(covidx_root, "train", 28, layout, cache_dir=tmp_path / "c", progress=False)
 
     assert images.shape == (5, 32, 32, 3)
+
+
+# --- stopping a build -----------------------------------------------------------
+
+# Builds the train cache of argv[1] into argv[2]. With FEDLIB_TEST_SLOW set, every
+# image takes 50 ms more and the first one touches that file. The patch sits at the
+# top level because the decode workers import this script too (as any spawned
+# process imports its parent's main script) and so get it as well.
+BUILD_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+
+import fedlib.data.cache as cache
+
+if os.environ.get("FEDLIB_TEST_SLOW"):
+    preprocess = cache.preprocess
+
+    def slow(img, size):
+        Path(os.environ["FEDLIB_TEST_SLOW"]).touch()
+        time.sleep(0.05)
+        return preprocess(img, size)
+
+    cache.preprocess = slow
+
+if __name__ == "__main__":
+    try:
+        images, _, _ = cache.load_split_arrays(sys.argv[1], "train", 28, cache_dir=sys.argv[2], progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print("built", images.shape, flush=True)
+"""
+
+
+def _build_process(script, root, cache_dir, slow=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    if slow is not None:
+        env["FEDLIB_TEST_SLOW"] = str(slow)
+    # a session of its own: its process group is the build and its workers, as at a terminal
+    return subprocess.Popen([sys.executable, str(script), str(root), str(cache_dir)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process (zombies aside) is left in the process group."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize(
+    "sig, to_group, exit_code",
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143)],
+    ids=["ctrl-c", "sigterm", "sigterm-to-the-group"],
+)
+def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_works(tmp_path, sig, to_group,
+                                                                                     exit_code):
+    root = write_covidx(tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(300)],
+                        [("q", "t.png", "normal")])
+    script, cache_dir, started = tmp_path / "build.py", tmp_path / "cache", tmp_path / "started"
+    script.write_text(BUILD_SCRIPT)
+    proc = _build_process(script, root, cache_dir, slow=started)  # 300 x 50 ms on at most 16 workers: > 0.9 s
+    assert _wait_for(lambda: started.exists() or proc.poll() is not None, 60), "the build never began"
+    assert proc.poll() is None, proc.communicate()
+
+    if to_group:  # what Ctrl-C at a terminal does, and `kill -TERM -<pgid>`
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+
+    assert proc.returncode == exit_code, err
+    assert "Traceback" not in err, err  # no worker died noisily either
+    assert list(cache_dir.iterdir()) == []  # no .tmp file, no cache file
+    assert _wait_for(lambda: not _group_alive(proc.pid), 10), "decode workers outlived the build"
+
+    again = _build_process(script, root, cache_dir)
+    out, err = again.communicate(timeout=120)
+
+    assert again.returncode == 0 and out == "built (300, 32, 32, 3)\n", err
+    assert [p.suffix for p in cache_dir.iterdir()] == [".npy"]

@@ -12,6 +12,16 @@ folder's absolute path, S and ``FORMAT_VERSION``: edit the split file, point
 at another folder or change the size and a new file is built; the old one is
 left alone (delete the cache folder to reclaim the space). Replacing an image
 file in place keeps the same key; delete the cache after doing that.
+
+A build writes ``<name>.<pid>.tmp`` and renames it when complete. Ctrl-C
+(SIGINT) or SIGTERM during a build stops the decode workers, removes the
+temporary file and ends the process (SIGTERM with exit code 143), so the next
+run builds the cache afresh; only SIGKILL can leave a ``.tmp`` file behind.
+
+The decode workers are started by a fork server (see ``_fill_on_workers``).
+Like every spawned process they import the caller's main script, so a script
+that builds a cache needs the ``if __name__ == "__main__":`` guard that
+multiprocessing asks for (the ``fedlib`` command and notebooks are fine).
 """
 
 from __future__ import annotations
@@ -19,6 +29,12 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import signal
+import tempfile
+import threading
+import traceback
+from contextlib import contextmanager
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
@@ -63,32 +79,125 @@ def preprocess(img: Image.Image, size: int) -> np.ndarray:
     return pixels
 
 
-def _decode_one(job: tuple[str, int]) -> np.ndarray:
-    path, size = job
-    return preprocess(_decode(path), size)
+_CHUNK = 4  # images per message to a worker: few, so that a first bad image stops the build soon
 
 
-def _fill(out: np.ndarray, records: list[Record], image_dir: Path, size: int, progress: bool, desc: str) -> None:
-    """Decode every record into ``out[i]``, on up to os.cpu_count() worker processes.
+def _fill(out_path: Path, records: list[Record], image_dir: Path, size: int, progress: bool, desc: str) -> None:
+    """Decode every record into row i of the .npy file ``out_path``, on up to os.cpu_count() processes.
 
     Processes, not threads: PIL releases the GIL while resizing but not while
-    it inflates a PNG, the larger cost, so threads cannot overlap it. Workers are forked (as torch's DataLoader
-    does on Linux) so they start in milliseconds; where fork is unavailable
-    the work runs in this process.
+    it inflates a PNG, the larger cost, so threads cannot overlap it. Where
+    there is no fork server (Windows) the work runs in this process.
     """
-    jobs = [(str(image_dir / r.filename), size) for r in records]
-    workers = min(os.cpu_count() or 1, len(jobs))
-    with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress) as bar:
-        if workers < 2 or "fork" not in mp.get_all_start_methods():
-            for i, job in enumerate(jobs):
-                out[i] = _decode_one(job)
+    paths = [str(image_dir / r.filename) for r in records]
+    workers = min(os.cpu_count() or 1, len(paths))
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        if workers < 2 or "forkserver" not in mp.get_all_start_methods():
+            out = np.load(out_path, mmap_mode="r+")
+            for i, path in enumerate(paths):
+                out[i] = preprocess(_decode(path), size)
                 bar.update()
+            out.flush()
             return
-        with mp.get_context("fork").Pool(workers) as pool:
-            # in file order, so the first bad image reported is the first one listed
-            for i, pixels in enumerate(pool.imap(_decode_one, jobs, chunksize=4)):
-                out[i] = pixels
-                bar.update()
+        _fill_on_workers(out_path, paths, size, workers, bar)
+
+
+def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, bar) -> None:
+    """Deal chunks of images, in file order, to worker processes that write their rows themselves.
+
+    Not a multiprocessing.Pool: its workers share locked queues, and a worker
+    killed while holding a lock (SIGTERM to the process group) hangs
+    ``Pool.terminate``. Here each worker has its own pipe and sends back only
+    counts, so stopping them at any moment is a plain SIGTERM and join.
+
+    Workers come from a fork server: a clean process that has imported only
+    this module, so they inherit neither this process's signal and exit
+    handlers (Flower's would run in a forked worker as it is stopped) nor
+    locks held by its threads. It starts once per process (about 1 s, then
+    about 0.1 s a build). Like any spawned process, a worker imports the
+    caller's main script, which therefore needs ``if __name__ == "__main__":``.
+    """
+    ctx = mp.get_context("forkserver")
+    # preload this module (numpy, PIL) rather than the default, the caller's main script
+    ctx.set_forkserver_preload([__name__])
+    chunks = iter(range(0, len(paths), _CHUNK))
+    procs: dict = {}  # our end of each worker's pipe -> its process
+    in_flight: dict = {}  # our end of each worker's pipe -> chunks sent and not answered
+    errors: list[tuple[int, str, bool]] = []  # (index, message, is a bug)
+    idle = False  # every worker is waiting for work, so closing its pipe ends it
+
+    def deal(conn) -> None:
+        start = next(chunks, None)
+        if start is not None:
+            conn.send([(i, paths[i]) for i in range(start, min(start + _CHUNK, len(paths)))])
+            in_flight[conn] += 1
+
+    try:
+        for _ in range(workers):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(theirs, str(out_path), size), daemon=True)
+            proc.start()
+            theirs.close()
+            procs[ours], in_flight[ours] = proc, 0
+        for conn in [*procs, *procs]:  # two chunks each, so no worker waits for this process to be scheduled
+            deal(conn)
+        while any(in_flight.values()):
+            for conn in wait([c for c, n in in_flight.items() if n]):
+                in_flight[conn] -= 1
+                try:
+                    done, error = conn.recv()
+                except EOFError:
+                    procs[conn].join(5)
+                    raise RuntimeError(
+                        f"an image decoding worker ended unexpectedly (exit code {procs[conn].exitcode}) "
+                        f"while building {out_path}"
+                    ) from None
+                bar.update(done)
+                if error:
+                    errors.append(error)
+                elif not errors:  # after an error, only let the chunks in flight finish
+                    deal(conn)
+        idle = True
+        if errors:
+            # chunks go out in file order, so once none is in flight every image before
+            # the first error has been tried: report the first bad image listed
+            index, message, bug = min(errors)
+            if bug:
+                raise RuntimeError(f"decoding {paths[index]} failed in a worker:\n{message}")
+            raise UserError(message)
+    finally:
+        for conn, proc in procs.items():
+            conn.close()  # a worker waiting for work sees end-of-file and leaves
+            if not idle and proc.exitcode is None:
+                proc.terminate()  # workers die at once on SIGTERM, whatever they are doing
+        for proc in procs.values():
+            proc.join()
+
+
+def _worker(conn, out_path: str, size: int) -> None:
+    """Decode the chunks the parent sends into rows of ``out_path``; reply with a count and any error."""
+    # Ctrl-C reaches the whole process group; the parent alone handles it, by stopping us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so the parent's terminate() ends us at once
+    out = np.load(out_path, mmap_mode="r+")
+    while True:
+        try:
+            jobs = conn.recv()
+        except EOFError:  # no more work, or the parent is gone
+            out.flush()
+            return
+        done, error = 0, None
+        for index, path in jobs:
+            try:
+                out[index] = preprocess(_decode(path), size)
+            except UserError as err:
+                error = (index, str(err), False)
+                break
+            except Exception:
+                error = (index, traceback.format_exc(), True)
+                break
+            done += 1
+        conn.send((done, error))
 
 
 def _labels(records: list[Record]) -> np.ndarray:
@@ -96,11 +205,14 @@ def _labels(records: list[Record]) -> np.ndarray:
 
 
 def decode_split(root, split: str, image_size: int, layout: Layout = _LAYOUT) -> tuple[np.ndarray, np.ndarray, list[Record]]:
-    """Like ``load_split_arrays`` but decodes every image now, in memory (tests, benchmarks)."""
+    """Like ``load_split_arrays`` but decodes every image now, into memory (tests, benchmarks)."""
     size = cache_size(image_size)
     records, image_dir = read_split(root, split, layout)
-    images = np.empty((len(records), size, size, 3), dtype=np.uint8)
-    _fill(images, records, image_dir, size, progress=False, desc="")
+    with tempfile.TemporaryDirectory(prefix="fedlib-decode-") as tmp:
+        path = Path(tmp) / "images.npy"
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
+        _fill(path, records, image_dir, size, progress=False, desc="")
+        images = np.load(path)
     return images, _labels(records), records
 
 
@@ -171,20 +283,41 @@ def _open_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _build(path: Path, shape, records, image_dir: Path, size: int, progress: bool, desc: str) -> None:
-    """Write the cache beside its final name, then rename: a killed build leaves only a .tmp file.
+    """Write the cache beside its final name, then rename: a stopped build leaves no file.
 
     The temporary name carries the process id, so two processes building the
     same cache at once (e.g. Flower clients) do not write into each other's file.
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _fill(out, records, image_dir, size, progress, desc)
-        out.flush()
-        del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _sigterm_raises():
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            del out  # the workers open the file themselves
+            _fill(tmp, records, image_dir, size, progress, desc)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _sigterm_raises():
+    """Turn SIGTERM into SystemExit(143) meanwhile, so the build cleans up before the process ends.
+
+    Only where SIGTERM would otherwise kill at once: a handler someone else set
+    (Flower's) is left alone, and only the main thread may set one.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
