@@ -17,24 +17,22 @@ A build writes ``<name>.<pid>.tmp`` and renames it when complete. Ctrl-C
 (SIGINT) or SIGTERM during a build stops the decode workers, removes the
 temporary file and ends the process (SIGTERM with exit code 143), so the next
 run builds the cache afresh; only SIGKILL can leave a ``.tmp`` file behind.
-
-The decode workers are started by a fork server (see ``_fill_on_workers``).
-Like every spawned process they import the caller's main script, so a script
-that builds a cache needs the ``if __name__ == "__main__":`` guard that
-multiprocessing asks for (the ``fedlib`` command and notebooks are fine).
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import traceback
 from contextlib import contextmanager
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +78,22 @@ def preprocess(img: Image.Image, size: int) -> np.ndarray:
 
 
 _CHUNK = 4  # images per message to a worker: few, so that a first bad image stops the build soon
+# A worker takes about 0.3 s to start (numpy and PIL) and a radiograph 20-100 ms to
+# decode, so below this many images starting workers costs more than it saves.
+_PARALLEL_FROM = 32
 
 
 def _fill(out_path: Path, records: list[Record], image_dir: Path, size: int, progress: bool, desc: str) -> None:
     """Decode every record into row i of the .npy file ``out_path``, on up to os.cpu_count() processes.
 
     Processes, not threads: PIL releases the GIL while resizing but not while
-    it inflates a PNG, the larger cost, so threads cannot overlap it. Where
-    there is no fork server (Windows) the work runs in this process.
+    it inflates a PNG, the larger cost, so threads cannot overlap it. Outside
+    POSIX the work runs in this process.
     """
     paths = [str(image_dir / r.filename) for r in records]
     workers = min(os.cpu_count() or 1, len(paths))
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        if workers < 2 or "forkserver" not in mp.get_all_start_methods():
+        if workers < 2 or len(paths) < _PARALLEL_FROM or os.name != "posix" or not sys.executable:
             out = np.load(out_path, mmap_mode="r+")
             for i, path in enumerate(paths):
                 out[i] = preprocess(_decode(path), size)
@@ -105,53 +106,39 @@ def _fill(out_path: Path, records: list[Record], image_dir: Path, size: int, pro
 def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, bar) -> None:
     """Deal chunks of images, in file order, to worker processes that write their rows themselves.
 
-    Not a multiprocessing.Pool: its workers share locked queues, and a worker
-    killed while holding a lock (SIGTERM to the process group) hangs
-    ``Pool.terminate``. Here each worker has its own pipe and sends back only
-    counts, so stopping them at any moment is a plain SIGTERM and join.
-
-    Workers come from a fork server: a clean process that has imported only
-    this module, so they inherit neither this process's signal and exit
-    handlers (Flower's would run in a forked worker as it is stopped) nor
-    locks held by its threads. It starts once per process (about 1 s, then
-    about 0.1 s a build). Like any spawned process, a worker imports the
-    caller's main script, which therefore needs ``if __name__ == "__main__":``.
+    Each worker is a fresh interpreter (``_start_worker``) with a socket of its
+    own, over which it gets chunks and sends back only counts. So stopping it
+    at any moment is a plain SIGTERM: no lock shared with other workers, no
+    half-sent array (either of which can hang ``multiprocessing.Pool``).
     """
-    ctx = mp.get_context("forkserver")
-    # preload this module (numpy, PIL) rather than the default, the caller's main script
-    ctx.set_forkserver_preload([__name__])
+    workers_: dict = {}  # our end of each worker's socket -> its process
+    in_flight: dict = {}  # our end of each worker's socket -> chunks sent and not answered
     chunks = iter(range(0, len(paths), _CHUNK))
-    procs: dict = {}  # our end of each worker's pipe -> its process
-    in_flight: dict = {}  # our end of each worker's pipe -> chunks sent and not answered
     errors: list[tuple[int, str, bool]] = []  # (index, message, is a bug)
-    idle = False  # every worker is waiting for work, so closing its pipe ends it
+    idle = False  # every worker is waiting for work, so closing its socket ends it
 
     def deal(conn) -> None:
         start = next(chunks, None)
         if start is not None:
-            conn.send([(i, paths[i]) for i in range(start, min(start + _CHUNK, len(paths)))])
+            try:
+                conn.send([(i, paths[i]) for i in range(start, min(start + _CHUNK, len(paths)))])
+            except OSError:
+                raise _worker_died(workers_[conn], out_path) from None
             in_flight[conn] += 1
 
     try:
         for _ in range(workers):
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(theirs, str(out_path), size), daemon=True)
-            proc.start()
-            theirs.close()
-            procs[ours], in_flight[ours] = proc, 0
-        for conn in [*procs, *procs]:  # two chunks each, so no worker waits for this process to be scheduled
+            conn, proc = _start_worker(out_path, size)
+            workers_[conn], in_flight[conn] = proc, 0
+        for conn in [*workers_, *workers_]:  # two chunks each, so no worker waits for this process to be scheduled
             deal(conn)
         while any(in_flight.values()):
             for conn in wait([c for c, n in in_flight.items() if n]):
                 in_flight[conn] -= 1
                 try:
                     done, error = conn.recv()
-                except EOFError:
-                    procs[conn].join(5)
-                    raise RuntimeError(
-                        f"an image decoding worker ended unexpectedly (exit code {procs[conn].exitcode}) "
-                        f"while building {out_path}"
-                    ) from None
+                except (EOFError, OSError):
+                    raise _worker_died(workers_[conn], out_path) from None
                 bar.update(done)
                 if error:
                     errors.append(error)
@@ -166,19 +153,53 @@ def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, 
                 raise RuntimeError(f"decoding {paths[index]} failed in a worker:\n{message}")
             raise UserError(message)
     finally:
-        for conn, proc in procs.items():
-            conn.close()  # a worker waiting for work sees end-of-file and leaves
-            if not idle and proc.exitcode is None:
+        for conn, proc in workers_.items():
+            conn.close()  # a worker waiting for work reads end-of-file and leaves
+            if not idle:
                 proc.terminate()  # workers die at once on SIGTERM, whatever they are doing
-        for proc in procs.values():
-            proc.join()
+        for proc in workers_.values():
+            proc.wait()
 
 
-def _worker(conn, out_path: str, size: int) -> None:
-    """Decode the chunks the parent sends into rows of ``out_path``; reply with a count and any error."""
-    # Ctrl-C reaches the whole process group; the parent alone handles it, by stopping us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so the parent's terminate() ends us at once
+def _worker_died(proc, out_path: Path) -> RuntimeError:
+    return RuntimeError(f"an image decoding worker ended unexpectedly (exit code {proc.wait()}) while building "
+                        f"{out_path}; its error, if any, is above")
+
+
+# A worker's whole program: the parent's import path, then ``_serve``.
+_WORKER = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from fedlib.data.cache import _serve; _serve()"
+
+
+def _start_worker(out_path: Path, size: int):
+    """A worker process and our end of its socket.
+
+    A fresh interpreter rather than a multiprocessing fork: a forked worker
+    inherits the caller's signal handlers (Flower's exit handlers ran in
+    workers as a pool stopped them) and any lock its threads held, and a
+    spawned or fork-server worker imports the caller's main script. It runs
+    in a process group of its own, so Ctrl-C at a terminal reaches only the
+    parent, which stops the workers; one whose parent is gone reads
+    end-of-file and leaves. Start-up is about 0.3 s (numpy and PIL, not torch).
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps(sys.path), str(theirs.fileno()), str(out_path), str(size)],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, process_group=0,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return Connection(ours.detach()), proc
+
+
+def _serve() -> None:
+    """Worker: decode the chunks the parent sends into rows of the output; reply with a count and any error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone handles Ctrl-C, by stopping us
+    fd, out_path, size = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    conn = Connection(fd)
     out = np.load(out_path, mmap_mode="r+")
     while True:
         try:
@@ -197,7 +218,10 @@ def _worker(conn, out_path: str, size: int) -> None:
                 error = (index, traceback.format_exc(), True)
                 break
             done += 1
-        conn.send((done, error))
+        try:
+            conn.send((done, error))
+        except OSError:  # the parent is gone
+            return
 
 
 def _labels(records: list[Record]) -> np.ndarray:
