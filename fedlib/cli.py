@@ -57,6 +57,13 @@ def cmd_data_summary(args) -> None:
     if leaked:
         shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
         print(f"warning: {len(leaked)} patient id(s) appear in both train and test: {shown}", file=sys.stderr)
+    for split, rep in summary["repeated"].items():
+        if rep["lines"]:  # real releases have them; the counts above are of distinct images
+            shown = ", ".join(rep["first"]) + (" ..." if rep["images"] > len(rep["first"]) else "")
+            other = f", {rep['other_patient_id']} of them with another patient id" if rep["other_patient_id"] else ""
+            print(f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
+                  f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
+                  file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return
@@ -214,11 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic COVIDx-format data set")
     p.add_argument("--out", required=True, help="folder to create")
-    p.add_argument("--n-train", type=int, default=1600)
-    p.add_argument("--n-test", type=int, default=400)
-    p.add_argument("--size", type=int, default=256, help="image size in pixels")
+    p.add_argument("--n-train", type=int, default=1600, help="train images, 1 to 300000 (default 1600)")
+    p.add_argument("--n-test", type=int, default=400, help="test images, 1 to 300000 (default 400)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels, 32 to 2048 (default 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sources", type=int, default=4, help="number of simulated hospitals")
+    p.add_argument("--sources", type=int, default=4, help="number of simulated hospitals, 1 to 511 (default 4)")
     p.add_argument("--class-mix", default="balanced", help="balanced | covidx")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -66,6 +66,26 @@ CATALOGUE = {
     "unknown partition": (lambda root, tmp: ["--partition", "random"], "unknown partition 'random'"),
     "failure probability above one": (lambda root, tmp: ["--inject-failures", "2"], "--inject-failures must be"),
     "resume and overwrite together": (lambda root, tmp: ["--resume"], "contradict each other"),
+    # data layer (issue 13)
+    "image path out of the data root": (lambda root, tmp: _line(root / "train_split.txt", 3,
+                                                                "p3 ../test/te0.png normal site-1"),
+                                        "line 4: file name '../test/te0.png' points outside the image folder"),
+    "absolute image path": (lambda root, tmp: _line(root / "test_split.txt", 0, "q0 /etc/hostname normal site-0"),
+                            "line 1: file name '/etc/hostname' points outside the image folder"),
+    "image linked from outside the data root": (
+        lambda root, tmp: ((root / "train" / "tr4.png").unlink(),
+                           (root / "train" / "tr4.png").symlink_to(shutil.copy(root / "test" / "te1.png", tmp))),
+        "line 5: 'tr4.png' is a link to /"),
+    "file name with a space": (lambda root, tmp: _line(root / "train_split.txt", 5, "p5 tr 5.png COVID-19 site-1"),
+                               "line 6: the label 'COVID-19' is column 4, not 3, so the file name seems to contain "
+                               "a space ('tr 5.png'); file names with spaces are not supported"),
+    "image that claims 1 x 300000 pixels": (
+        lambda root, tmp: __import__("conftest").write_image(root / "train" / "tr6.png", size=(1, 300_000)),
+        "tr6.png claims 1 x 300000 pixels, beyond what a radiograph can be"),
+    "synthetic images too large": (
+        lambda root, tmp: ["--data", "synthetic", "--config",
+                           _config(tmp, f"synth_size: 4096\ndata_dir: {tmp / 'data'}\n")],
+        "size must be an integer from 32 to 2048 (got 4096)"),
 }
 
 

@@ -1,12 +1,27 @@
-"""The preprocessing cache: sizes, exactness, reuse, invalidation, atomic writes."""
+"""The preprocessing cache: sizes, exactness, reuse, invalidation, atomic writes, stopping."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import psutil
 import pytest
 import torchvision.transforms.v2.functional as TF
-from conftest import make_image
+from conftest import make_image, write_covidx
 
 import fedlib.data.cache as cache
-from fedlib.data import Layout, cache_size, decode_split, load_image, load_split_arrays, preprocess
+from fedlib.data import (
+    CLASSES,
+    Layout,
+    cache_size,
+    decode_split,
+    load_image,
+    load_split_arrays,
+    preprocess,
+)
 from fedlib.errors import UserError
 
 
@@ -135,6 +150,31 @@ def test_a_failed_build_leaves_nothing_behind(covidx_root, tmp_path):
     assert list(cache_dir.iterdir()) == []
 
 
+def test_workers_report_the_first_bad_image_listed_and_leave_nothing(tmp_path):
+    rows = [(f"p{i}", f"i{i:02d}.png", CLASSES[i % 3]) for i in range(60)]  # enough for workers
+    root = write_covidx(tmp_path / "covidx", rows, [("q", "t.png", "normal")])
+    for i in (45, 13, 30):
+        (root / "train" / f"i{i:02d}.png").write_bytes(b"\x89PNG broken")
+    cache_dir = tmp_path / "c"
+
+    with pytest.raises(UserError, match=r"i13\.png cannot be decoded"):
+        load_split_arrays(root, "train", 28, cache_dir=cache_dir, progress=False)
+
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_workers_write_what_one_process_writes(tmp_path, monkeypatch):
+    rows = [(f"p{i}", f"i{i:02d}.png", CLASSES[i % 3], "s", ("L", "RGB", "I;16")[i % 3], (40 + i, 30)) for i in range(40)]
+    root = write_covidx(tmp_path / "covidx", rows, [("q", "t.png", "normal")])
+    parallel, _, _ = load_split_arrays(root, "train", 28, cache_dir=tmp_path / "a", progress=False)
+    monkeypatch.setattr(cache, "_PARALLEL_FROM", 10**9)
+
+    serial, _, _ = load_split_arrays(root, "train", 28, cache_dir=tmp_path / "b", progress=False)
+
+    np.testing.assert_array_equal(parallel, serial)
+    assert serial[-1].any()
+
+
 def test_a_corrupt_cache_file_is_rebuilt(covidx_root, tmp_path):
     cache_dir = tmp_path / "c"
     expected, _, _ = decode_split(covidx_root, "test", 28)
@@ -179,3 +219,126 @@ def test_custom_layout_reaches_the_cache(covidx_root, tmp_path):
     images, _, _ = load_split_arrays(covidx_root, "train", 28, layout, cache_dir=tmp_path / "c", progress=False)
 
     assert images.shape == (5, 32, 32, 3)
+
+
+# --- stopping a build -----------------------------------------------------------
+
+# Builds the train cache of argv[1] into argv[2] and prints its shape.
+BUILD_SCRIPT = """
+import sys
+
+import fedlib.data.cache as cache
+
+if __name__ == "__main__":
+    try:
+        images, _, _ = cache.load_split_arrays(sys.argv[1], "train", 28, cache_dir=sys.argv[2], progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print("built", images.shape, flush=True)
+"""
+
+# Python imports sitecustomize at start-up from its path, so with this file's folder on
+# PYTHONPATH every process, decode workers included, decodes 50 ms slower per image and
+# touches FEDLIB_TEST_SLOW when it begins.
+SLOW_DECODING = """
+import os
+
+if os.environ.get("FEDLIB_TEST_SLOW"):
+    import time
+    from pathlib import Path
+
+    import fedlib.data.cache as cache
+
+    preprocess = cache.preprocess
+
+    def slow(img, size):
+        Path(os.environ["FEDLIB_TEST_SLOW"]).touch()
+        time.sleep(0.05)
+        return preprocess(img, size)
+
+    cache.preprocess = slow
+"""
+
+
+def _build_process(tmp_path, root, cache_dir, slow=None):
+    (tmp_path / "build.py").write_text(BUILD_SCRIPT)
+    (tmp_path / "hooks").mkdir(exist_ok=True)
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(SLOW_DECODING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hooks"), *sys.path])}
+    if slow is not None:
+        env["FEDLIB_TEST_SLOW"] = str(slow)
+    # a session of its own, so that signalling its process group is Ctrl-C at its own terminal
+    return subprocess.Popen([sys.executable, str(tmp_path / "build.py"), str(root), str(cache_dir)], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _alive(pids) -> list[int]:
+    """Those of ``pids`` that are still running (zombies count as gone)."""
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize(
+    "sig, to_group, exit_code",
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143)],
+    ids=["ctrl-c", "sigterm", "sigterm-to-the-group"],
+)
+def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_works(tmp_path, sig, to_group,
+                                                                                     exit_code):
+    root = write_covidx(tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(300)],
+                        [("q", "t.png", "normal")])
+    cache_dir, started = tmp_path / "cache", tmp_path / "started"
+    proc = _build_process(tmp_path, root, cache_dir, slow=started)  # 300 x 50 ms on at most 16 workers: > 0.9 s
+    assert _wait_for(lambda: started.exists() or proc.poll() is not None, 60), "the build never began"
+    assert proc.poll() is None, proc.communicate()
+    workers = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+    assert workers or os.cpu_count() == 1
+
+    if to_group:  # what Ctrl-C at a terminal does, and `kill -TERM -<pgid>`
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+
+    assert proc.returncode == exit_code, err
+    assert "Traceback" not in err, err  # no worker died noisily either
+    assert list(cache_dir.iterdir()) == []  # no .tmp file, no cache file
+    assert _wait_for(lambda: not _alive(workers), 10), "decode workers outlived the build"
+
+    again = _build_process(tmp_path, root, cache_dir)
+    out, err = again.communicate(timeout=120)
+
+    assert again.returncode == 0 and out == "built (300, 32, 32, 3)\n", err
+    assert [p.suffix for p in cache_dir.iterdir()] == [".npy"]
+
+
+def test_workers_do_not_import_the_callers_main_script(tmp_path):
+    # a script without the `if __name__ == "__main__":` guard, which spawned workers would run again
+    root = write_covidx(tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(40)],
+                        [("q", "t.png", "normal")])  # enough images for workers
+    script = tmp_path / "unguarded.py"
+    script.write_text("import sys\nimport fedlib.data.cache as cache\nprint('main ran', flush=True)\n"
+                      "images, _, _ = cache.load_split_arrays(sys.argv[1], 'train', 28, cache_dir=sys.argv[2], "
+                      "progress=False)\nprint('built', images.shape)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    res = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "c")], env=env, text=True,
+                         capture_output=True, timeout=120)
+
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "main ran\nbuilt (40, 32, 32, 3)\n"

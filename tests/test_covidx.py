@@ -1,14 +1,25 @@
 """COVIDx split files, folders and image decoding."""
 
+import io
+import json
+import os
+import struct
+import time
+import warnings
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import TEST_ROWS, TRAIN_ROWS, make_image, write_covidx, write_image
-from PIL import Image
+from PIL import Image, ImageFile
 
+from fedlib.cli import _one_line_warning, main
 from fedlib.data import (
     CLASSES,
     Layout,
     Record,
+    RepeatedImageWarning,
     load_image,
     parse_split_file,
     patient_overlap,
@@ -72,10 +83,20 @@ def test_parse_is_lenient_on_case_blank_lines_crlf_and_extra_columns(tmp_path):
         ("p1 a.png normal\np2 b.png\n", r"line 2: expected .* 2 column"),
         ("p1 a.png covid rsna\n", r"line 1: unknown label 'covid'; valid labels are pneumonia, normal, COVID-19"),
         ("\np1 a.png positive rsna\n", r"line 2: unknown label 'positive'"),
-        ("p1 a.png normal\np2 b.png normal\np3 a.png normal\n", r"lines 1 and 3 both list 'a.png'"),
+        ("p1 a.png normal\np2 b.png normal\np3 a.png COVID-19\n",
+         r"lines 1 and 3 both list 'a\.png', as normal and COVID-19; remove the line with the wrong label"),
+        ("p1 a.png normal\np1 a.png normal rsna\np1 a.png pneumonia rsna\n",
+         r"lines 1 and 3 both list 'a\.png', as normal and pneumonia"),
+        ("p1 my scan.png normal rsna\n",
+         r"line 1: the label 'normal' is column 4, not 3, so the file name seems to contain a space "
+         r"\('my scan\.png'\); file names with spaces are not supported"),
+        ("p1 a.png normal\np2 ../b.png normal\n", r"line 2: file name '\.\./b\.png' points outside the image folder"),
+        ("p1 /etc/passwd normal\n", r"line 1: file name '/etc/passwd' points outside the image folder"),
+        ("p1 sub/../../b.png normal\n", r"line 1: file name 'sub/\.\./\.\./b\.png' points outside"),
         ("\n  \n\n", r"has no records"),
     ],
-    ids=["columns", "label", "binary-label", "duplicate", "empty"],
+    ids=["columns", "label", "binary-label", "conflicting-labels", "conflict-after-a-repeat", "space-in-name",
+         "dot-dot", "absolute", "dot-dot-inside", "empty"],
 )
 def test_parse_errors_name_file_and_line(tmp_path, text, match):
     path = write_split(tmp_path, text, name="bad_split.txt")
@@ -86,9 +107,85 @@ def test_parse_errors_name_file_and_line(tmp_path, text, match):
     assert "bad_split.txt" in str(err.value)
 
 
+def test_an_image_repeated_with_its_label_is_kept_once_with_one_warning(tmp_path):
+    # one line per annotation box, as the earliest COVIDx train split has for RSNA images
+    text = ("p1 a.png pneumonia rsna\np2 b.png normal rsna\np1 a.png pneumonia rsna\n"
+            "p1 a.png pneumonia rsna\np2 b.png normal rsna\np3 c.png COVID-19 cohen\n")
+    path = write_split(tmp_path, text)
+
+    with pytest.warns(RepeatedImageWarning) as caught:
+        records = parse_split_file(path)
+
+    assert records == [Record("p1", "a.png", 0, "rsna"), Record("p2", "b.png", 1, "rsna"),
+                       Record("p3", "c.png", 2, "cohen")]
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        f"{path}: 3 line(s) list an image already listed with the same label (2 image(s): 'a.png', 'b.png'); "
+        "each image is used once, as its first line says.")
+
+
+def test_a_repeat_with_another_patient_id_keeps_the_first_and_is_counted(tmp_path):
+    path = write_split(tmp_path, "p1 a.png normal rsna\np9 a.png NORMAL rsna\np2 b.png normal\np2 b.png normal\n")
+
+    with pytest.warns(RepeatedImageWarning, match=r"2 line\(s\) .*; 1 of them give another patient id;"):
+        records = parse_split_file(path)
+
+    assert records == [Record("p1", "a.png", 1, "rsna"), Record("p2", "b.png", 1, "unknown")]
+
+
+def test_a_repeat_in_another_shape_keeps_the_first_line(tmp_path):
+    path = write_split(tmp_path, "p1 a.png normal\np1 a.png normal rsna 7 extra\n")
+
+    with pytest.warns(RepeatedImageWarning, match="1 line"):
+        records = parse_split_file(path)
+
+    assert records == [Record("p1", "a.png", 1, "unknown")]
+
+
+def test_the_warning_names_the_first_five_repeated_images(tmp_path):
+    names = [f"i{k}.png" for k in range(7)]
+    path = write_split(tmp_path, "".join(f"p {n} normal\n" for n in names * 2))
+
+    with pytest.warns(RepeatedImageWarning) as caught:
+        parse_split_file(path)
+
+    message = str(caught[0].message)
+    assert "7 line(s)" in message and "(7 image(s): 'i0.png', 'i1.png', 'i2.png', 'i3.png', 'i4.png' ...)" in message
+
+
+def test_no_warning_without_repeats(tmp_path):
+    path = write_split(tmp_path, "p1 a.png normal\np1 b.png normal\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(parse_split_file(path)) == 2
+
+
+def test_the_cli_shows_the_repeat_warning_as_one_line():
+    out = io.StringIO()
+
+    _one_line_warning(RepeatedImageWarning("x.txt: 2 line(s) list ..."), RepeatedImageWarning, "f.py", 1, file=out)
+
+    assert out.getvalue() == "fedlib: warning: x.txt: 2 line(s) list ...\n"
+
+
 def test_parse_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"nope\.txt does not exist"):
         parse_split_file(tmp_path / "nope.txt")
+
+
+def test_an_unreadable_split_file_is_one_line(tmp_path, monkeypatch):
+    # tests run as root, where chmod 000 does not stop reading: refuse the read itself
+    path = write_split(tmp_path, "p1 a.png normal\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+
+    with pytest.raises(UserError, match=r"Split file .*split\.txt cannot be read \(Permission denied\); "
+                                         r"give this user read access to it\."):
+        parse_split_file(path)
 
 
 # --- read_split, summarize, patient_overlap ----------------------------------
@@ -142,6 +239,64 @@ def test_read_split_missing_images_are_counted(covidx_root):
         read_split(covidx_root, "train")
 
 
+def test_an_unlistable_image_folder_is_one_line(covidx_root, monkeypatch):
+    scandir = os.scandir
+
+    def refuse(path):
+        if Path(path) == covidx_root / "train":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+
+    with pytest.raises(UserError, match=r"Image folder .*train cannot be listed \(Permission denied\); give this "
+                                         r"user read access to it\."):
+        read_split(covidx_root, "train")
+
+
+def test_a_link_inside_the_data_root_is_followed(covidx_root):
+    (covidx_root / "train" / "b.png").unlink()
+    (covidx_root / "train" / "b.png").symlink_to(Path("..") / "test" / "f.png")  # relative, into the other split
+    (covidx_root / "train" / "sub").symlink_to(covidx_root / "test", target_is_directory=True)
+    split = covidx_root / "train_split.txt"
+    split.write_text(split.read_text() + "p9 sub/g.png COVID-19 sirm\n")
+
+    records, image_dir = read_split(covidx_root, "train")
+
+    assert [r.filename for r in records][-1] == "sub/g.png"
+    assert load_image(image_dir / "b.png").size == (40, 30)
+
+
+def test_an_image_folder_linked_from_elsewhere_is_followed(covidx_root, tmp_path):
+    (covidx_root / "train").rename(tmp_path / "elsewhere")
+    (covidx_root / "train").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+
+    records, _ = read_split(covidx_root, "train")
+
+    assert len(records) == len(TRAIN_ROWS)
+
+
+@pytest.mark.parametrize("linked", ["file", "folder"])
+def test_a_link_out_of_the_data_root_is_refused(covidx_root, tmp_path, linked):
+    outside = write_image(tmp_path / "outside" / "secret.png")
+    if linked == "file":
+        (covidx_root / "train" / "d.png").unlink()
+        (covidx_root / "train" / "d.png").symlink_to(outside)
+        name, line = "d.png", 4
+    else:
+        (covidx_root / "train" / "sub").symlink_to(outside.parent, target_is_directory=True)
+        split = covidx_root / "train_split.txt"
+        split.write_text(split.read_text() + "p9 sub/secret.png normal rsna\n")
+        name, line = "sub/secret.png", 6
+
+    with pytest.raises(UserError) as err:
+        read_split(covidx_root, "train")
+
+    assert str(err.value) == (
+        f"{covidx_root / 'train_split.txt'} line {line}: {name!r} is a link to {outside}, outside the data root "
+        f"{covidx_root}; copy the image into {covidx_root / 'train'} or link the whole image folder instead.")
+
+
 def test_read_split_unknown_split(covidx_root):
     with pytest.raises(UserError, match=r"Unknown split 'val'"):
         read_split(covidx_root, "val")
@@ -157,7 +312,38 @@ def test_summarize_counts_classes_and_sources(covidx_root):
             "train": {"cohen": 2, "rsna": 2, "sirm": 1},
             "test": {"rsna": 2, "sirm": 1},
         },
+        "repeated": {
+            "train": {"lines": 0, "images": 0, "other_patient_id": 0, "first": []},
+            "test": {"lines": 0, "images": 0, "other_patient_id": 0, "first": []},
+        },
     }
+
+
+def test_summarize_counts_images_once_and_reports_repeats(covidx_root):
+    split = covidx_root / "train_split.txt"
+    split.write_text(split.read_text() + "p1 a.png pneumonia cohen\np7 a.png pneumonia cohen\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # summarize reports, it does not warn
+        summary = summarize(covidx_root)
+
+    assert summary["train"]["total"] == 5 and summary["train"]["pneumonia"] == 1
+    assert summary["repeated"]["train"] == {"lines": 2, "images": 1, "other_patient_id": 1, "first": ["a.png"]}
+    assert summary["repeated"]["test"]["lines"] == 0
+
+
+def test_data_summary_reports_repeats_on_stderr_and_in_json(covidx_root, capsys):
+    split = covidx_root / "test_split.txt"
+    split.write_text(split.read_text() + "p6 f.png normal rsna\n")
+
+    assert main(["data-summary", "--data", str(covidx_root), "--json"]) == 0
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["repeated"]["test"] == {
+        "lines": 1, "images": 1, "other_patient_id": 0, "first": ["f.png"]}
+    assert ("warning: 1 line(s) of the test split repeat an image listed before with the same label "
+            "(1 image(s): f.png); each image is counted once\n") in captured.err
+    assert "train split" not in captured.err
 
 
 def test_summarize_needs_only_split_files(tmp_path):
@@ -285,6 +471,71 @@ def test_load_bad_files_name_the_file(tmp_path, make_file, match):
     make_file(path)
 
     with pytest.raises(UserError, match=match):
+        load_image(path)
+
+
+def write_png_header(path, width, height):
+    """A PNG that claims width x height 8-bit gray pixels but holds a few bytes of data: a memory bomb."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def write_thin_strip(path):
+    """A real 1 x 300000 PNG: a few hundred bytes that a resize to 256 px would blow up to 77 GB."""
+    Image.new("L", (1, 300_000)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_file", "match"),
+    [
+        (write_thin_strip, r"claims 1 x 300000 pixels, beyond what a radiograph can be \(at most 50 megapixels and "
+                           r"a side ratio of 8:1\); replace the file or remove its line from the split file\."),
+        (lambda p: write_png_header(p, 8000, 8000), r"claims 8000 x 8000 pixels"),
+        (lambda p: write_png_header(p, 100_000, 50), r"claims 100000 x 50 pixels"),
+        (lambda p: write_png_header(p, 20_000, 20_000), r"claims 400000000 pixels, beyond"),  # PIL's guard
+        (lambda p: Image.new("L", (9, 1)).save(p), r"claims 9 x 1 pixels"),
+    ],
+    ids=["thin-strip", "64-megapixels", "wide-strip", "400-megapixels", "9-to-1"],
+)
+def test_images_beyond_a_radiograph_are_refused_before_decoding(tmp_path, monkeypatch, make_file, match):
+    path = tmp_path / "x.png"
+    make_file(path)
+    assert path.stat().st_size < 2000  # a few bytes on disk, gigabytes once decoded and resized
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=match) as err:
+        load_image(path)
+
+    assert time.perf_counter() - start < 1.0
+    assert str(err.value).startswith(f"Image file {path} ")
+
+
+def test_the_size_bounds_are_inclusive(tmp_path):
+    Image.new("L", (8, 1)).save(tmp_path / "strip.png")
+
+    assert load_image(tmp_path / "strip.png").size == (8, 1)
+
+
+def test_an_unreadable_image_is_one_line(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "x.png")
+
+    def refuse(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(Image, "open", refuse)
+
+    with pytest.raises(UserError, match=r"x\.png cannot be read \(Permission denied\); give this user read access"):
         load_image(path)
 
 

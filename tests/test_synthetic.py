@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fedlib.cli import main
 from fedlib.data.synthetic import (
     LABELS,
     SynthConfig,
@@ -143,7 +144,8 @@ def test_sources_differ_in_class_mix(tiny):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("n_train", 0), ("n_test", 0), ("size", 16), ("sources", 0), ("class_mix", "skewed")],
+    [("n_train", 0), ("n_test", 0), ("size", 16), ("sources", 0), ("class_mix", "skewed"),
+     ("n_train", 300_001), ("n_test", True), ("size", 2049), ("size", 64.0), ("sources", 512)],
 )
 def test_bad_arguments_raise_user_error_naming_the_parameter(tmp_path, field, value):
     cfg = SynthConfig(**{**TINY.__dict__, field: value})
@@ -152,6 +154,25 @@ def test_bad_arguments_raise_user_error_naming_the_parameter(tmp_path, field, va
         write_synthetic(tmp_path / "x", cfg, progress=False)
 
     assert not (tmp_path / "x").exists()
+
+
+def test_the_bounds_are_in_the_message_and_inclusive(tmp_path):
+    with pytest.raises(UserError) as err:
+        write_synthetic(tmp_path / "x", SynthConfig(**{**TINY.__dict__, "size": 4096}), progress=False)
+
+    assert str(err.value) == ("size must be an integer from 32 to 2048 (got 4096); lungs vanish below 32 px, "
+                              "and 2048 is a real detector's resolution.")
+    write_synthetic(tmp_path / "y", SynthConfig(n_train=1, n_test=1, size=32, sources=511), progress=False)
+    assert len(rows(tmp_path / "y", "train")) == 1
+
+
+def test_synth_cli_refuses_a_huge_size_in_one_line(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--size", "100000", "--quiet"]) == 2
+
+    err = capsys.readouterr().err
+    assert err == "fedlib: error: size must be an integer from 32 to 2048 (got 100000); lungs vanish below 32 px, " \
+                  "and 2048 is a real detector's resolution.\n"
+    assert not (tmp_path / "s").exists()
 
 
 def test_existing_folder_is_refused_and_left_untouched_without_overwrite(tmp_path):

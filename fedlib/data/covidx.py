@@ -13,14 +13,34 @@ the paper used), so every name is a field of ``Layout``.
 Class indices follow the authors' code, not the order of the COVIDx labels:
 ``CLASSES[i]`` is the name of class ``i``, so pneumonia=0, normal=1,
 COVID-19=2. Every other module (metrics, plots, partitions) uses this tuple.
+
+Real releases list some images more than once (the earliest COVIDx train split
+has one line per RSNA annotation box): a repeat with the same label is kept
+once, from its first line, with a ``RepeatedImageWarning``; a repeat with
+another label is an error.
+
+Every image must lie inside its split's image folder. A file name that is
+absolute or has a ``..`` part is refused. A symbolic link (to a file, or a
+linked sub-folder on the way) is followed only when its target resolves inside
+the data root or inside the image folder's own resolved location; any other
+link is refused. So a split file, or a folder of links unpacked from an
+archive, cannot make fedlib read files elsewhere, while linking a whole image
+folder to another disk (``train -> /mnt/disk/covidx/train``) still works.
+
+An image whose header claims more than ``MAX_PIXELS`` pixels or a side ratio
+beyond ``MAX_ASPECT`` is refused before its pixels are decoded: a PNG of a few
+hundred bytes can claim 1 x 300,000 pixels, which passes PIL's pixel-count
+guard and would make the resize allocate gigabytes.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -30,6 +50,19 @@ from fedlib.errors import UserError
 CLASSES = ("pneumonia", "normal", "COVID-19")  # the authors' index map: pneumonia=0, normal=1, COVID-19=2
 _LABEL_INDEX = {name.lower(): i for i, name in enumerate(CLASSES)}
 SPLITS = ("train", "test")
+
+# The largest radiograph detectors are 43 cm at 100 um pixels, about 4,300 x 4,300
+# = 18.5 megapixels; 50 leaves room for high-resolution film scans while capping a
+# decoded 16-bit image (kept as float64 while it is rescaled) near 400 MB a worker.
+MAX_PIXELS = 50_000_000
+# Chest films are about 1:1.3 and stitched long-leg or spine views about 1:3; past
+# 1:8 an image is a strip, not a radiograph, and resizing its short side to 256
+# would make the long side tens of thousands of pixels.
+MAX_ASPECT = 8
+
+
+class RepeatedImageWarning(UserWarning):
+    """A split file lists an image more than once with the same label; it is used once."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +85,27 @@ class Record:
     source: str  # data set of origin (cohen, rsna, ...); "unknown" for the old 3-column form
 
 
+@dataclass(frozen=True)
+class Repeats:
+    """Lines of a split file that list an image already listed, with the same label."""
+
+    lines: int = 0  # such lines, all skipped
+    names: tuple[str, ...] = ()  # the images they list, each once, in file order
+    other_patient: int = 0  # of those lines, how many give another patient id (the first line's is kept)
+
+    def describe(self, path) -> str:
+        """The warning, one sentence naming the split file."""
+        shown = ", ".join(repr(n) for n in self.names[:_SHOWN]) + (" ..." if len(self.names) > _SHOWN else "")
+        other = f"; {self.other_patient} of them give another patient id" if self.other_patient else ""
+        return (
+            f"{path}: {self.lines} line(s) list an image already listed with the same label "
+            f"({len(self.names)} image(s): {shown}){other}; each image is used once, as its first line says."
+        )
+
+
+_SHOWN = 5  # repeated names a warning shows
+
+
 def parse_split_file(path) -> list[Record]:
     """Read a COVIDx split file into records, in file order.
 
@@ -61,17 +115,34 @@ def parse_split_file(path) -> list[Record]:
     ignored. Labels are matched case-insensitively against ``CLASSES`` and
     nothing else: spellings such as ``covid`` or ``COVID19`` and the binary
     ``positive``/``negative`` releases are rejected rather than guessed at.
+    An image listed again with the same label is kept once, from its first
+    line, with a ``RepeatedImageWarning``; with another label it is an error.
+    File names cannot contain spaces.
     """
+    records, repeats = read_split_file(path)
+    if repeats.lines:
+        warnings.warn(repeats.describe(path), RepeatedImageWarning, stacklevel=2)
+    return records
+
+
+def read_split_file(path) -> tuple[list[Record], Repeats]:
+    """``parse_split_file`` without the warning: the records and what was repeated."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Split file {path} does not exist; check the path.")
     try:
+        if not path.is_file():
+            raise UserError(f"Split file {path} does not exist; check the path.")
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(f"Split file {path} is not UTF-8 text ({err.reason}); point at a COVIDx split file.") from err
+    except OSError as err:  # PermissionError above all
+        raise UserError(
+            f"Split file {path} cannot be read ({err.strerror or err}); give this user read access to it."
+        ) from err
 
     records: list[Record] = []
-    first_line: dict[str, int] = {}
+    first: dict[str, tuple[int, Record]] = {}  # file name -> (line number, record)
+    repeated: dict[str, None] = {}  # an ordered set
+    repeat_lines = other_patient = 0
     for number, line in enumerate(text.splitlines(), start=1):
         columns = line.split()
         if not columns:
@@ -84,21 +155,46 @@ def parse_split_file(path) -> list[Record]:
         patient_id, filename, label_name = columns[:3]
         label = _LABEL_INDEX.get(label_name.lower())
         if label is None:
+            _unknown_label(path, number, columns)
+        name = PurePosixPath(filename)
+        if name.is_absolute() or ".." in name.parts:
             raise UserError(
-                f"{path} line {number}: unknown label {label_name!r}; valid labels are "
-                f"{', '.join(CLASSES)} (any case)."
+                f"{path} line {number}: file name {filename!r} points outside the image folder; "
+                "list each image by its name inside the split's image folder."
             )
-        if filename in first_line:
-            raise UserError(
-                f"{path} lines {first_line[filename]} and {number} both list {filename!r}; "
-                "remove one of them."
-            )
-        first_line[filename] = number
+        if filename in first:
+            first_number, kept = first[filename]
+            if kept.label != label:
+                raise UserError(
+                    f"{path} lines {first_number} and {number} both list {filename!r}, as "
+                    f"{CLASSES[kept.label]} and {CLASSES[label]}; remove the line with the wrong label."
+                )
+            repeat_lines += 1
+            other_patient += patient_id != kept.patient_id
+            repeated[filename] = None
+            continue
         source = columns[3] if len(columns) >= 4 else "unknown"
-        records.append(Record(patient_id, filename, label, source))
+        record = Record(patient_id, filename, label, source)
+        first[filename] = (number, record)
+        records.append(record)
     if not records:
         raise UserError(f"Split file {path} has no records; point at a non-empty COVIDx split file.")
-    return records
+    return records, Repeats(repeat_lines, tuple(repeated), other_patient)
+
+
+def _unknown_label(path: Path, number: int, columns: list[str]) -> None:
+    """Raise for a third column that is not a label, saying why when a later column is one."""
+    later = next((k for k in range(3, len(columns)) if columns[k].lower() in _LABEL_INDEX), None)
+    if later is not None:  # the words before the label spilled over: a name with a space in it
+        raise UserError(
+            f"{path} line {number}: the label {columns[later]!r} is column {later + 1}, not 3, so the file "
+            f"name seems to contain a space ({' '.join(columns[1:later])!r}); file names with spaces are not "
+            "supported, rename the file and its line."
+        )
+    raise UserError(
+        f"{path} line {number}: unknown label {columns[2]!r}; valid labels are "
+        f"{', '.join(CLASSES)} (any case)."
+    )
 
 
 def load_image(path) -> Image.Image:
@@ -122,13 +218,39 @@ def _decode(path) -> Image.Image:
     if path.stat().st_size == 0:
         raise UserError(f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file.")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # PIL warns above ~89 megapixels; such images are refused below anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            _check_size(path, *img.size)  # from the header, before any pixel is decoded
             img.load()  # decodes now, so a truncated file fails here and not later
             return _to_l_or_rgb(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except PermissionError as err:
+        raise UserError(
+            f"Image file {path} cannot be read ({err.strerror}); give this user read access to it."
+        ) from err
+    except Image.DecompressionBombError as err:  # PIL's own guard, above ~179 megapixels, fires in open()
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise UserError(
+            f"Image file {path} claims {pixels[1] if pixels else 'too many'} pixels, beyond what a radiograph "
+            f"can be{_LIMITS}; replace the file or remove its line from the split file."
+        ) from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise UserError(
             f"Image file {path} cannot be decoded ({err}); download it again or remove its line from the split file."
         ) from err
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+        raise UserError(
+            f"Image file {path} claims {width} x {height} pixels, beyond what a radiograph can be{_LIMITS}; "
+            "replace the file or remove its line from the split file."
+        )
+
+
+_LIMITS = f" (at most {MAX_PIXELS // 1_000_000} megapixels and a side ratio of {MAX_ASPECT}:1)"
 
 
 def _to_l_or_rgb(img: Image.Image) -> Image.Image:
@@ -173,8 +295,9 @@ def _split_file(root: Path, split: str, layout: Layout) -> Path:
 def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record], Path]:
     """Records of one split and the folder holding its images.
 
-    Checks up front that every listed image exists, so a partial download
-    fails here with a count instead of halfway through a cache build.
+    Checks up front that every listed image exists and lies inside the image
+    folder, so a partial download fails here with a count instead of halfway
+    through a cache build.
     """
     _check_split(split)
     root = _check_root(root)
@@ -184,8 +307,19 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     image_dir = root / getattr(layout, field)
     if not image_dir.is_dir():
         raise UserError(f"Image folder {image_dir} does not exist; set Layout.{field} (CLI --{field.replace('_', '-')}) to the folder holding the {split} images.")
-    present = set(os.listdir(image_dir))
-    missing = [r.filename for r in records if r.filename not in present and not (image_dir / r.filename).is_file()]
+    is_link = _listing(image_dir)
+    inside = (root.resolve(), image_dir.resolve())
+    for r in records:
+        # one listing answers the common case; names in sub-folders and links need a look each
+        if is_link.get(r.filename, True):
+            target = (image_dir / r.filename).resolve()
+            if not any(target.is_relative_to(base) for base in inside):
+                raise UserError(
+                    f"{split_path} line {_line_of(split_path, r.filename)}: {r.filename!r} is a link to "
+                    f"{target}, outside the data root {root}; copy the image into {image_dir} or link the "
+                    "whole image folder instead."
+                )
+    missing = [r.filename for r in records if r.filename not in is_link and not (image_dir / r.filename).is_file()]
     if missing:
         raise UserError(
             f"{len(missing)} of {len(records)} images listed in {split_path} are "
@@ -194,28 +328,56 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     return records, image_dir
 
 
+def _listing(image_dir: Path) -> dict[str, bool]:
+    """Name -> is a symbolic link, for every entry of the image folder."""
+    try:
+        with os.scandir(image_dir) as entries:
+            return {entry.name: entry.is_symlink() for entry in entries}
+    except OSError as err:  # PermissionError above all
+        raise UserError(
+            f"Image folder {image_dir} cannot be listed ({err.strerror or err}); give this user read access to it."
+        ) from err
+
+
+def _line_of(split_path: Path, filename: str) -> int:
+    """Line number of the first line listing ``filename`` (only for error messages)."""
+    for number, line in enumerate(split_path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        columns = line.split()
+        if len(columns) > 1 and columns[1] == filename:
+            return number
+    return 0
+
+
 def summarize(root, layout: Layout = Layout()) -> dict:
     """Image counts per split, per class and per source; reads only the split files.
 
     Returns ``{"train": {"normal": n, "pneumonia": n, "COVID-19": n, "total": n},
-    "test": {...}, "sources": {"train": {source: n}, "test": {...}}}``.
+    "test": {...}, "sources": {"train": {source: n}, "test": {...}},
+    "repeated": {"train": {"lines": n, "images": n, "other_patient_id": n, "first": [name, ...]},
+    "test": {...}}}``; counts are of distinct images, "repeated" counts the
+    lines that list an image again with the same label (see ``parse_split_file``).
     """
     root = _check_root(root)
-    summary: dict = {"sources": {}}
+    summary: dict = {"sources": {}, "repeated": {}}
     for split in SPLITS:
-        records = parse_split_file(_split_file(root, split, layout))
+        records, repeats = read_split_file(_split_file(root, split, layout))
         labels = Counter(r.label for r in records)
         counts = {name: labels[i] for i, name in enumerate(CLASSES)}
         counts["total"] = len(records)
         summary[split] = counts
         summary["sources"][split] = dict(sorted(Counter(r.source for r in records).items()))
-    return {"train": summary["train"], "test": summary["test"], "sources": summary["sources"]}
+        summary["repeated"][split] = {
+            "lines": repeats.lines, "images": len(repeats.names),
+            "other_patient_id": repeats.other_patient, "first": list(repeats.names[:_SHOWN]),
+        }
+    return {"train": summary["train"], "test": summary["test"], "sources": summary["sources"],
+            "repeated": summary["repeated"]}
 
 
 def patient_overlap(root, layout: Layout = Layout()) -> list[str]:
     """Sorted patient ids that appear in both splits: a train/test leak worth a warning."""
     root = _check_root(root)
     train, test = (
-        {r.patient_id for r in parse_split_file(_split_file(root, split, layout))} for split in SPLITS
+        {r.patient_id for r in read_split_file(_split_file(root, split, layout))[0]} for split in SPLITS
     )
     return sorted(train & test)

@@ -279,29 +279,33 @@ def render(
 # ---------------------------------------------------------------- writing
 
 
+# Bounds of a SynthConfig. Below 32 px the lungs vanish; above 2048 px (a real
+# detector's resolution) an image takes seconds to render and 30 MB of float32
+# arrays per worker, for nothing a 224 px model could use.
+SIZE_RANGE = (32, 2048)
+# COVIDx v9 has about 30,000 train images; ten times that is a typo, not a plan
+# (at 256 px it would fill some 20 GB).
+MAX_IMAGES = 300_000
+# The corner marker encodes source + 1 in a 3x3 bit pattern: 511 codes.
+MAX_SOURCES = 511
+
+
 def _check(cfg: SynthConfig) -> None:
-    if cfg.n_train < 1:
-        raise UserError(
-            f"n_train must be at least 1 (got {cfg.n_train}); ask for one or more images."
-        )
-    if cfg.n_test < 1:
-        raise UserError(
-            f"n_test must be at least 1 (got {cfg.n_test}); ask for one or more images."
-        )
-    if cfg.size < 32:
-        raise UserError(
-            f"size must be at least 32 pixels (got {cfg.size}); lungs vanish below that."
-        )
-    if cfg.sources < 1:
-        raise UserError(
-            f"sources must be at least 1 (got {cfg.sources}); use 1 for a single hospital."
-        )
+    for name in ("n_train", "n_test"):
+        _check_int(name, getattr(cfg, name), 1, MAX_IMAGES, "ask for at least one image, and at most ten times COVIDx")
+    _check_int("size", cfg.size, *SIZE_RANGE, "lungs vanish below 32 px, and 2048 is a real detector's resolution")
+    _check_int("sources", cfg.sources, 1, MAX_SOURCES, "use 1 for a single hospital (the corner marker encodes at most 511)")
     if cfg.class_mix not in CLASS_MIXES:
         raise UserError(
             f"class_mix {cfg.class_mix!r} is unknown; use one of {sorted(CLASS_MIXES)}."
         )
     if not cfg.source_skew > 0:
         raise UserError(f"source_skew must be positive (got {cfg.source_skew}); try 2.0.")
+
+
+def _check_int(name: str, value, low: int, high: int, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{name} must be an integer from {low} to {high} (got {value!r}); {why}.")
 
 
 def _apportion(weights: np.ndarray, n: int) -> np.ndarray:
