@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
@@ -412,7 +413,7 @@ def write_synthetic(
                 _write_one(job)
                 bar.update()
         else:
-            with Pool(workers) as pool:
+            with Pool(workers, initializer=_quiet_worker) as pool:
                 for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
                     bar.update()
         bar.close()
@@ -451,6 +452,14 @@ def _source_letter(source: int) -> str:
 
 
 # ---------------------------------------------------------------- reading
+
+
+def _quiet_worker() -> None:
+    """A forked worker takes the parent's signal handlers (the CLI turns SIGTERM into a clean
+    stop); here SIGTERM must simply end it, as Pool.terminate expects, and Ctrl-C is the
+    parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def is_synthetic(root: str | Path) -> bool:
