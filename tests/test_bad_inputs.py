@@ -100,7 +100,10 @@ def earlier_run(tmp_path) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder.parent)): p.read_bytes() for p in sorted(folder.parent.rglob("*")) if p.is_file()}
+    """Every file beside and inside the run folder, but the lock file (``.r.lock``, the OS lock
+    a command holds on the run's name, which says nothing about the run)."""
+    return {str(p.relative_to(folder.parent)): p.read_bytes() for p in sorted(folder.parent.rglob("*"))
+            if p.is_file() and p.name != f".{folder.name}.lock"}
 
 
 @pytest.mark.parametrize("case", list(CATALOGUE))

@@ -62,7 +62,7 @@ def test_saved_config_round_trips(tmp_path):
         ({"mode": "swarm"}, "unknown mode 'swarm'"),
         ({"lr": float("nan")}, "--lr must be a finite non-negative number, got nan"),
         ({"lr": float("inf")}, "--lr must be a finite non-negative number, got inf"),
-        ({"image_size": 16}, "--image-size must be an integer of at least 32"),
+        ({"image_size": 16}, "--image-size must be an integer from 32 to 1024"),
     ],
 )
 def test_invalid_values_fail_with_one_sentence(overrides, message):
