@@ -225,11 +225,15 @@ def test_custom_layout_reaches_the_cache(covidx_root, tmp_path):
 
 # Builds the train cache of argv[1] into argv[2] and prints its shape.
 BUILD_SCRIPT = """
+import signal
 import sys
 
 import fedlib.data.cache as cache
 
 if __name__ == "__main__":
+    # Python leaves SIGINT ignored when it was ignored at start (a test run in the background
+    # of a shell); a terminal's Ctrl-C, which this test plays, reaches a foreground process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         images, _, _ = cache.load_split_arrays(sys.argv[1], "train", 28, cache_dir=sys.argv[2], progress=False)
     except KeyboardInterrupt:
