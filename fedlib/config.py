@@ -238,8 +238,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.model_norm != "batch" or cfg.batch_size >= 2,
            f"--batch-size must be at least 2 for {cfg.model} (BatchNorm cannot normalise a single image), "
            f"got {cfg.batch_size}.")
-    _check(cfg.synth_size <= MAX_IMAGE_SIZE and cfg.synth_size >= 16,
-           f"synth_size must be from 16 to {MAX_IMAGE_SIZE} pixels, got {cfg.synth_size}.")
     for name in ("lr", "weight_decay", "alpha"):
         value = getattr(cfg, name)
         _check(isinstance(value, int | float) and math.isfinite(value) and value >= 0,

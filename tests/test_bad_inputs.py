@@ -86,7 +86,40 @@ CATALOGUE = {
         lambda root, tmp: ["--data", "synthetic", "--config",
                            _config(tmp, f"synth_size: 4096\ndata_dir: {tmp / 'data'}\n")],
         "size must be an integer from 32 to 2048 (got 4096)"),
+    # options and config files (issue 13)
+    "training images too large": (lambda root, tmp: ["--image-size", "5000"],
+                                  "--image-size must be an integer from 32 to 1024, got 5000"),
+    "batch of one image": (lambda root, tmp: ["--batch-size", "1"], "--batch-size must be at least 2 for resnet18"),
+    "config value of the wrong type": (lambda root, tmp: ["--config", _config(tmp, 'amp: "no"\n')],
+                                       "config field amp must be true or false or null, got 'no'"),
+    "config seed that is not a number": (lambda root, tmp: ["--config", _config(tmp, "seed: abc\n")],
+                                         "config field seed must be an integer, got 'abc'"),
+    "config data that is not a path": (lambda root, tmp: ["--config", _config(tmp, "data: 5\n")],
+                                       "config field data must be text, got 5"),
+    "config file not UTF-8": (lambda root, tmp: ["--config", _config_bytes(tmp, b"rounds: 2 \xff\n")],
+                              "is not UTF-8 text"),
+    "partition leaving a client one image": (
+        lambda root, tmp: ["--partition", "dirichlet", "--alpha", "0.05", "--clients", "4"],
+        "with fewer than 2 images (images per client:"),
+    "by_source without a source column": (lambda root, tmp: _three_columns(root / "train_split.txt") or
+                                          ["--partition", "by_source"], "every image's source is unknown"),
+    "out naming a file": (lambda root, tmp: ["--out", str(_a_file(tmp))], "is a file, not a folder"),
+    "out holding the data": (lambda root, tmp: ["--out", str(root)], "holds the data this run reads"),
 }
+
+
+def _config_bytes(tmp: Path, data: bytes) -> str:
+    (tmp / "bad.yaml").write_bytes(data)
+    return str(tmp / "bad.yaml")
+
+
+def _three_columns(path: Path) -> None:
+    path.write_text("".join(" ".join(line.split()[:3]) + "\n" for line in path.read_text().splitlines()))
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("x")
+    return tmp / "notes.txt"
 
 
 @pytest.fixture
