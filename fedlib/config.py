@@ -3,7 +3,7 @@
 A run is fully described by one ``TrainConfig``: ``config.json`` in the run
 directory holds it resolved, so ``fedlib train --config runs/X/config.json``
 repeats the run. Profiles are named sets of overrides: ``paper`` is the
-protocol of ../shared/paper/FACTS.md, ``quick`` the same code at CPU size,
+paper's protocol (its Table 1 as the authors' code runs it, README), ``quick`` the same code at CPU size,
 ``smoke`` seconds for tests. Precedence: defaults < profile < config file < CLI.
 """
 
@@ -129,7 +129,7 @@ class TrainConfig:
 
 
 PROFILES: dict[str, dict] = {
-    # ../shared/paper/FACTS.md exactly; meant for COVIDx on a GPU.
+    # The paper's Table 1 as the authors' code runs it (README); meant for COVIDx on a GPU.
     "paper": {},
     # The same code at 2-core CPU size: small images, few rounds, a larger learning rate
     # (the paper's 2e-5 needs its ~80,000 steps; quick has a few hundred). 12 rounds, because
