@@ -94,8 +94,8 @@ CATALOGUE = {
                                        "config field amp must be true or false or null, got 'no'"),
     "config seed that is not a number": (lambda root, tmp: ["--config", _config(tmp, "seed: abc\n")],
                                          "config field seed must be an integer, got 'abc'"),
-    "config data that is not a path": (lambda root, tmp: ["--config", _config(tmp, "data: 5\n")],
-                                       "config field data must be text, got 5"),
+    "config path that is not text": (lambda root, tmp: ["--config", _config(tmp, "data_dir: 5\n")],
+                                     "config field data_dir must be text, got 5"),
     "config file not UTF-8": (lambda root, tmp: ["--config", _config_bytes(tmp, b"rounds: 2 \xff\n")],
                               "is not UTF-8 text"),
     "partition leaving a client one image": (
