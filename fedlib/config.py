@@ -316,9 +316,11 @@ def resolve(profile: str = "paper", file: str | Path | None = None, **overrides)
 
 
 # What --resume may change: how the run is executed and how far it goes, not what it learns.
-# min_clients and round_retries are here because RoundFailed advises changing them and resuming.
+# min_clients and round_retries are here because RoundFailed advises changing them and resuming;
+# data and data_dir because a moved data set is still checked against the run's fingerprint.
 RESUME_CHANGEABLE = ("rounds", "central_epochs", "device", "amp", "channels_last", "eval_batch_size",
-                     "eval_every", "checkpoint_every", "client_timeout", "min_clients", "round_retries")
+                     "eval_every", "checkpoint_every", "client_timeout", "min_clients", "round_retries",
+                     "data", "data_dir")
 
 
 def load_saved(run_dir: str | Path) -> TrainConfig:

@@ -225,6 +225,20 @@ def test_the_data_changing_under_a_run_stops_its_resume(tmp_path, capsys):
     assert "the data at" in capsys.readouterr().err
 
 
+def test_a_moved_data_set_resumes_when_its_fingerprint_is_the_same(tmp_path):
+    import shutil
+
+    rows = [(f"p{i}", f"a{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], "s") for i in range(9)]
+    root = write_covidx(tmp_path / "covidx", rows, rows[:3])
+    out = tmp_path / "r"
+    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--quiet", "--rounds", "1"]) == 0
+    (out / "final.json").unlink()
+    moved = shutil.move(root, tmp_path / "elsewhere")
+    assert main(["train", "--profile", "smoke", "--data", str(moved), "--out", str(out), "--quiet", "--resume",
+                 "--rounds", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["data"] == str(Path(moved).resolve())
+
+
 # ---------------------------------------------------------------- config types, one place
 
 @pytest.mark.parametrize("text, words", [
