@@ -206,14 +206,18 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=())
     if resume:
         if not (run_dir / "config.json").exists():
             raise UserError(f"--resume: {run_dir} holds no run to resume; drop --resume to start it.")
-    elif occupied and not overwrite:
-        raise UserError(
-            f"{run_dir} already holds a run; pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out."
-        )
     elif occupied and not is_run_folder(run_dir):
-        raise UserError(f"--overwrite replaces only fedlib run folders, and {run_dir} is not one (no {MARKER} "
-                        "file); choose another --out, or move that folder away yourself.")
+        if overwrite:
+            raise UserError(f"--overwrite replaces only fedlib run folders, and {run_dir} is not one (no "
+                            f"{MARKER} file); choose another --out, or move that folder away yourself.")
+        raise UserError(f"{run_dir} is not empty and is not a fedlib run folder (no {MARKER} file); "
+                        "choose another --out.")
+    elif occupied and not overwrite:
+        if is_finished(run_dir):
+            raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it "
+                            "(it stays until the new run has finished), or choose another --out.")
+        raise UserError(f"{run_dir} already holds an unfinished run; pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another --out.")
 
 
 def _siblings(run_dir: Path) -> tuple[Path, Path, Path]:

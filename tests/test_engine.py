@@ -91,7 +91,7 @@ def test_existing_run_is_not_overwritten(data_dir, tmp_path):
     cfg = smoke(data_dir, rounds=1)
     run(cfg, tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "final.json").read_bytes()
-    with pytest.raises(UserError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a finished run; pass --overwrite"):
         run(cfg, tmp_path / "r", progress=False)
     assert (tmp_path / "r" / "final.json").read_bytes() == before
 

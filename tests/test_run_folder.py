@@ -58,6 +58,8 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(data_config, tmp_path, cap
     assert main(argv(data_config, folder, "--overwrite")) == 2
     err = capsys.readouterr().err
     assert "--overwrite replaces only fedlib run folders" in err and "\n" not in err.strip()
+    assert main(argv(data_config, folder)) == 2
+    assert "is not empty and is not a fedlib run folder" in capsys.readouterr().err
     assert snapshot(folder) == before
 
 
