@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from .errors import UserError
 from .runs import atomic_write_text
 
 BLOCK = re.compile(r"(<!-- table: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
@@ -33,6 +34,11 @@ def sync(readme: Path, root: Path) -> int:
     text = readme.read_text()
     changed = 0
 
+    missing = [path for path, _ in blocks(text) if not (root / path).is_file()]
+    if missing:
+        raise UserError(f"README.md frames {', '.join(missing)}, which do(es) not exist; run the command the "
+                        "README names for each (make reproduce, ...) first.")
+
     def replace(m: re.Match) -> str:
         nonlocal changed
         body = table_text(root / m["path"])
@@ -47,5 +53,8 @@ def sync(readme: Path, root: Path) -> int:
 
 if __name__ == "__main__":
     repo = Path(__file__).resolve().parent.parent
-    print(f"{sync(repo / 'README.md', repo)} table(s) updated in README.md")
-    sys.exit(0)
+    try:
+        print(f"{sync(repo / 'README.md', repo)} table(s) updated in README.md")
+    except UserError as exc:
+        print(f"fedlib: error: {exc}", file=sys.stderr)
+        sys.exit(2)
