@@ -45,11 +45,13 @@ def main() -> None:
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     means = table.groupby("class_weight", sort=False)[["accuracy", "balanced_accuracy", "covid19_sensitivity"]].mean()
-    table = pd.concat([table, means.reset_index().assign(seed="mean")], ignore_index=True)
+    if len(args.seeds) > 1:
+        table = pd.concat([table, means.reset_index().assign(seed="mean")], ignore_index=True)
     table.attrs["caption"] = (
         f"ResNet18 FedAvg, quick profile (64 px, 12 rounds), SYNTHETIC chest X-rays with COVIDx v3's class "
-        f"shares (1200 train / 600 test images, 2% COVID-19), test set; {len(args.seeds)} seeds "
-        f"({', '.join(map(str, args.seeds))}) and their mean. Command: python benchmarks/class_weight.py.")
+        f"shares (1200 train / 600 test images, 2% COVID-19), test set; {len(args.seeds)} seed(s) "
+        f"({', '.join(map(str, args.seeds))}). Command: python benchmarks/class_weight.py --seeds "
+        f"{' '.join(map(str, args.seeds))}.")
     plots.save_table(table, args.figures_dir, "table_class_weight")
     print(plots.markdown_table(table))
 
