@@ -114,7 +114,7 @@ TRAIN_OPTIONS = {
 
 
 def train_config(args):
-    from . import config
+    from . import config, runs
 
     overrides = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values()}
     overrides.update({k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")})
@@ -122,8 +122,7 @@ def train_config(args):
     if args.secagg:
         overrides["secagg"] = True
     overrides["amp"] = args.amp
-    if args.resume and args.overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pass one of them.")
+    runs.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if args.resume and args.out is not None:
         # The saved config decides; only what the user typed (options, --config) may change it.
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -176,14 +176,19 @@ def is_run_folder(path: Path) -> bool:
     return "config.json" in entries and entries <= RUN_ENTRIES
 
 
+def check_flags(*, resume: bool, overwrite: bool) -> None:
+    """--resume keeps a run, --overwrite replaces it: never both."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one of them.")
+
+
 def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=()) -> None:
     """Refuse a run directory that cannot be used, before any work or any move.
 
     ``data_roots`` are the folders the run reads: a run folder may never hold one.
     """
     run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pass one of them.")
+    check_flags(resume=resume, overwrite=overwrite)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file, not a folder; choose another --out.")
     parent = run_dir.parent
