@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedlib import config, plots, runs
-from fedlib.experiment import run
+from fedlib.launch import run
 from fedlib.metrics import slug
 
 COVIDX_MIX = dict(synth_class_mix="covidx", synth_n_train=1200, synth_n_test=600)

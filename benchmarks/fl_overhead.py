@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fedlib import config
-from fedlib.experiment import run
+from fedlib.launch import run
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from fedlib import config, runs
-from fedlib.experiment import run
 from fedlib.flower import LocalFederation, run_flower
+from fedlib.launch import run
 
 
 def max_difference(a: Path, b: Path) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fedlib import config
-from fedlib.experiment import run
+from fedlib.launch import run
 from fedlib.models import PAPER_MODELS, build_model
 from fedlib.train import local_train, pick_hardware
 

@@ -17,7 +17,7 @@ import tempfile
 CHILD = """
 import json, resource, sys
 from fedlib import config
-from fedlib.experiment import run
+from fedlib.launch import run
 args = json.loads(sys.argv[1])
 cfg = config.resolve("quick", model=args["model"], clients=args["clients"], rounds=args["rounds"],
                      local_epochs=1, eval_every=args["rounds"], data_dir=args["data_dir"])

@@ -90,6 +90,14 @@ TRAIN_OPTIONS = {
     "--lr": ("lr", float, "Adam learning rate"),
     "--weight-decay": ("weight_decay", float, "Adam weight decay"),
     "--aggregation": ("aggregation", str, "weighted (by sample count) | uniform (the authors' mean)"),
+    "--strategy": ("strategy", str, "fedavg fedavgm fedprox fedadam fedyogi fedadagrad fedbn median trimmed_mean"),
+    "--proximal-mu": ("proximal_mu", float, "FedProx: weight of the proximal term (default 0.01)"),
+    "--server-lr": ("server_lr", float, "FedAvgM, FedAdam/FedYogi/FedAdagrad: server learning rate"),
+    "--server-momentum": ("server_momentum", float, "FedAvgM: server momentum (default 0.9)"),
+    "--beta1": ("beta1", float, "FedAdam/FedYogi: first-moment decay (default 0.9)"),
+    "--beta2": ("beta2", float, "FedAdam/FedYogi: second-moment decay (default 0.99)"),
+    "--tau": ("tau", float, "FedAdam/FedYogi/FedAdagrad: adaptivity (default 1e-3)"),
+    "--trim-fraction": ("trim_fraction", float, "trimmed_mean: share cut at each end (default 0.2)"),
     "--partition": ("partition", str, "iid | dirichlet | quantity | by_source"),
     "--alpha": ("alpha", float, "Dirichlet concentration for dirichlet / quantity"),
     "--central-epochs": ("central_epochs", int, "pooled epochs (default: as --pooled-budget says)"),
@@ -133,16 +141,11 @@ def train_config(args):
 
 
 def cmd_train(args) -> None:
-    from .experiment import run
+    from .launch import run
 
     cfg = train_config(args)
-    if cfg.engine == "flower":
-        from .flower import run_flower
-
-        final = run_flower(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                           superlink=args.superlink, root_certificates=args.root_certificates)
-    else:
-        final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                superlink=args.superlink, root_certificates=args.root_certificates)
     _print_final(final, args.out)
 
 

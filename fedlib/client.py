@@ -63,7 +63,8 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.nd
         hw: Hardware, round_idx: int, client: int, attempt: int = 0,
         optimizer_state: dict | None = None) -> tuple[Update, dict]:
     """Train ``model`` (holding the global weights) on ``images[indices]`` for E local
-    epochs; returns the update and the optimizer state (kept only on request)."""
+    epochs (FedProx: with its proximal term towards those weights); returns the update
+    and the optimizer state (kept only on request)."""
     fault = injected_fault(cfg, round_idx, client, attempt)
     if fault == "raise":
         raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
@@ -74,6 +75,7 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.nd
         weight_decay=cfg.weight_decay, image_size=cfg.image_size,
         seed=derive_seed(cfg.seed, "train", round_idx, client), hw=hw,
         optimizer_state=optimizer_state, dp=dp, class_weight=class_weights(cfg, labels[indices]),
+        proximal_mu=cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0,
     )
     metrics = {} if dp is None else {"dp_steps": float(privacy.steps_per_update(len(indices), cfg)),
                                      "dp_noise_multiplier": dp.noise_multiplier, "dp_sample_rate": dp.sample_rate}

@@ -20,6 +20,8 @@ import yaml
 from .aggregate import AGGREGATIONS
 from .errors import UserError
 from .partition import PARTITIONS
+from .strategy import NAMES as STRATEGIES
+from .strategy import build as build_strategy
 
 MODES = ("fedavg", "central", "local")
 POOLED_BUDGETS = ("paper", "matched")
@@ -49,6 +51,16 @@ class TrainConfig:
     aggregation: str = "weighted"  # weighted by sample count (McMahan et al.); "uniform" = the authors' plain mean
     keep_optimizer_state: bool = False  # the authors create Adam afresh at each local update
     engine: str = "inprocess"  # inprocess | flower-sim (Flower simulation) | flower (Flower deployment)
+    # Federated strategy (fedlib.strategy): how a client trains and how the server turns a round's
+    # updates into the next global model. mode "fedavg" means federated rounds with this strategy.
+    strategy: str = "fedavg"  # fedavg fedavgm fedprox fedadam fedyogi fedadagrad fedbn median trimmed_mean
+    proximal_mu: float = 0.01  # FedProx: weight mu of the proximal term mu/2 ||w - w_global||^2
+    server_lr: float | None = None  # FedAvgM and FedAdam/FedYogi/FedAdagrad; None = Flower's default for it
+    server_momentum: float = 0.9  # FedAvgM: server momentum (Hsu et al. 2019; Flower's default 0 is FedAvg)
+    beta1: float = 0.9  # FedAdam / FedYogi: first-moment decay
+    beta2: float = 0.99  # FedAdam / FedYogi: second-moment decay
+    tau: float = 1e-3  # FedAdam / FedYogi / FedAdagrad: adaptivity (added to the root of v)
+    trim_fraction: float = 0.2  # trimmed_mean: share of the round's updates cut at each end, per coordinate
     secagg: bool = False  # Flower engines: SecAgg+ secure aggregation (the server sees only the sum)
     # Failing clients (fedlib.federated): a client that raises, times out or sends non-finite
     # or wrongly shaped tensors is dropped from the round.
@@ -217,6 +229,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(cfg.aggregation == "weighted", "--secagg averages by sample count; drop --aggregation uniform.")
         _check(not cfg.dp, "--secagg with differential privacy is not supported yet; use one of them.")
         _check(cfg.clients_per_round >= 2, "--secagg needs at least 2 clients a round; raise --fraction.")
+    _check_strategy(cfg)
     _check(cfg.pooled_budget in POOLED_BUDGETS,
            f"unknown pooled budget {cfg.pooled_budget!r}; choose one of {', '.join(POOLED_BUDGETS)}.")
     _check(cfg.class_weight in CLASS_WEIGHTS,
@@ -267,6 +280,34 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(value is None or (isinstance(value, int) and value >= 1),
                f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
     return cfg
+
+
+def _check_strategy(cfg: TrainConfig) -> None:
+    s = cfg.strategy
+    _check(s in STRATEGIES, f"unknown strategy {s!r}; choose one of {', '.join(STRATEGIES)}.")
+    _check(s == "fedavg" or cfg.mode == "fedavg",
+           f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.")
+    for name in ("proximal_mu", "server_momentum", "tau", "trim_fraction"):
+        value = getattr(cfg, name)
+        _check(math.isfinite(value) and value >= 0,
+               f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.")
+    _check(cfg.server_lr is None or (math.isfinite(cfg.server_lr) and cfg.server_lr > 0),
+           f"--server-lr must be a positive number, got {cfg.server_lr!r}.")
+    for name in ("beta1", "beta2"):
+        _check(0 <= getattr(cfg, name) < 1, f"--{name} must be in [0, 1), got {getattr(cfg, name)!r}.")
+    _check(cfg.trim_fraction < 0.5, f"--trim-fraction must be below 0.5 (it cuts that share at each end), "
+                                    f"got {cfg.trim_fraction!r}.")
+    if cfg.mode != "fedavg":
+        return
+    if cfg.secagg:
+        _check(s not in ("fedbn", "median", "trimmed_mean"),
+               f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each "
+               "update (or each hospital's own layers): use one of them.")
+    _check(not (cfg.dp and s == "fedprox"), "--strategy fedprox with differential privacy is not supported: "
+                                             "DP-SGD would drop the proximal term's gradient; use one of them.")
+    why = build_strategy(s, trim_fraction=cfg.trim_fraction).check_clients_per_round(
+        min(cfg.clients_per_round, cfg.clients))
+    _check(why is None, f"--strategy {s}: {why}")
 
 
 def from_dict(values: dict, source: str = "config") -> dict:

@@ -1,8 +1,6 @@
-"""What every training mode shares: data, client partition, model, hardware,
-the run directory, and the final evaluation.
-
-``run(cfg, out)`` is the entry point behind ``fedlib train``; it dispatches to
-``fedlib.federated`` (FedAvg) or ``fedlib.central`` (pooled and local-only).
+"""What every training mode shares: data, client partition, model, hardware and
+evaluation. A leaf: it knows nothing of the run folder's life (``fedlib.runner``) or
+of the modes (``fedlib.central``, ``fedlib.federated``).
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import runs
-from .config import TrainConfig, absolute_paths, load_saved, resume_config, to_dict
+from .config import TrainConfig
 from .data.covidx import Layout
 from .data.identity import fingerprint
 from .data.resolve import Dataset, load_dataset
@@ -80,10 +77,36 @@ class Experiment:
                            batch_size=self.cfg.eval_batch_size)
             out[split] = {"loss": res.loss, **summarize_confusion(res.confusion, self.data.classes),
                           "confusion": res.confusion.tolist()}
+        by_source = self.test_by_source(model)
+        if by_source:
+            out["test_by_source"] = by_source
+        return out
+
+    def test_by_source(self, model: nn.Module) -> dict:
+        """{source: test confusion matrix} when the test images come from several known sources
+        (hospitals): how the model does on each hospital's own patients."""
+        sources = self.data.test_sources[self.test_idx]
+        known = sorted(set(sources.tolist()) - {"unknown"})
+        if len(known) < 2:
+            return {}
+        out = {}
+        for s in known:
+            res = evaluate(model, self.data.test_images, self.data.test_labels, self.test_idx[sources == s],
+                           image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size)
+            out[s] = res.confusion.tolist()
         return out
 
     def elapsed(self) -> float:
         return time.time() - self.started
+
+
+def mean_over_clients(per_client: list[dict]) -> dict:
+    """Per-client ``final_metrics`` (local-only, FedBN) in final.json: each client's, and
+    the mean of each number over clients."""
+    mean = {split: {k: float(np.mean([m[split][k] for m in per_client]))
+                    for k, v in per_client[0][split].items() if isinstance(v, int | float)}
+            for split in ("train", "val", "test") if split in per_client[0]}
+    return {**mean, "per_client": per_client}
 
 
 def prefix(p: str, d: dict) -> dict:
@@ -148,6 +171,7 @@ def describe(exp: Experiment) -> dict:
         "clients": len(exp.parts),
         "client_sizes": [int(len(p)) for p in exp.parts],
         "client_class_counts": class_counts(exp.parts, exp.data.train_labels, len(exp.data.classes)).tolist(),
+        "client_sources": [sorted(set(exp.data.train_sources[p].tolist())) for p in exp.parts],
         "params": param_count(model),
         "device": str(exp.hw.device),
         "amp": exp.hw.amp,
@@ -169,72 +193,3 @@ def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
 def data_roots(cfg: TrainConfig) -> list[Path]:
     """The folders a run reads its data from (a run folder may never hold one)."""
     return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]
-
-
-def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, pool=None) -> dict:
-    """Train one (model, mode) run into ``out``; returns final.json's content.
-
-    ``pool(exp)`` gives the FedAvg server its clients (``fedlib.federated.ClientPool``);
-    None trains them in this process, or hands the whole run to Flower when
-    ``cfg.engine`` names it (Flower's ServerApp then calls back here with its pool).
-    With ``resume``, ``cfg`` may differ from the run's config.json only in what
-    ``config.RESUME_CHANGEABLE`` allows (more rounds, another device, ...).
-    """
-    from .central import run_central, run_local
-    from .federated import run_fedavg
-
-    if cfg.engine != "inprocess" and pool is None:
-        from .flower import run_flower
-
-        return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
-    out = Path(out)
-    cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
-    runs.check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
-    with runs.locked(out):  # also refuses a second process before any work
-        runs.recover(out)  # the remains of a killed replacement, whatever this command does next
-    if resume:
-        saved = load_saved(out)
-        cfg = resume_config(saved, to_dict(cfg), out)
-        if runs.is_finished(out):
-            if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
-                raise UserError(f"{out} has finished; --resume does not extend a finished run: start a new "
-                                "run with the new --rounds in another --out.")
-            return runs.read_json(out / "final.json")
-    exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
-    cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
-    with runs.transaction(out, resume=resume) as work:
-        exp.run_dir = work
-        checkpoint = runs.load_checkpoint(work) if resume else None
-        _check_progress(cfg, checkpoint, out)
-        runs.write_json(work / "config.json", to_dict(cfg))
-        if cfg.mode == "fedavg":
-            final = run_fedavg(exp, checkpoint, pool(exp) if pool is not None else None)
-        else:
-            final = {"central": run_central, "local": run_local}[cfg.mode](exp, checkpoint)
-        final = {"model": cfg.model, "mode": cfg.mode, "profile": cfg.profile, "seed": cfg.seed,
-                 **describe(exp), **final, "sample_passes": _sample_passes(work),
-                 "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
-                 "wall_time": exp.elapsed()}
-        runs.write_json(work / "final.json", final)
-    return final
-
-
-def _check_progress(cfg: TrainConfig, checkpoint: dict | None, out: Path) -> None:
-    """A resumed run cannot be cut below the rounds or epochs it has already done."""
-    if checkpoint is None:
-        return
-    done = checkpoint.get("round", checkpoint.get("epoch", 0))
-    total = cfg.rounds if cfg.mode == "fedavg" else cfg.pooled_epochs
-    unit = "rounds" if cfg.mode == "fedavg" else "epochs"
-    if total < done:
-        raise UserError(f"--resume: {out} has done {done} {unit} already, more than the {total} asked for; "
-                        f"ask for at least {done}.")
-
-
-def _sample_passes(run_dir: Path) -> int:
-    """Images seen in training, over all rounds (and clients): the run's compute."""
-    last: dict = {}
-    for row in runs.read_history(run_dir / "history.csv"):
-        last[row.get("client", "")] = int(row["sample_passes"])
-    return sum(last.values())

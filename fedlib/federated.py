@@ -1,11 +1,17 @@
-"""The FedAvg server: sample clients, collect their updates, drop the bad ones,
-aggregate, evaluate, checkpoint.
+"""The federated server: sample clients, collect their updates, drop the bad ones,
+aggregate with the run's strategy (``fedlib.strategy``), evaluate, checkpoint.
 
-The server loop (``run_fedavg``) does not know where clients run. It asks a
-client pool for one round's updates: ``InProcessClients`` trains them here, one
-after another on one model instance; ``fedlib.flower`` sends them to Flower
-SuperNodes. Updates are added to a ``RunningAverage`` one at a time, so memory
-does not grow with the number of clients K.
+The server (``run_fedavg``, a ``fedlib.loop.Trainer`` whose step is one round) does
+not know where clients run. It asks a client pool for one round's updates:
+``InProcessClients`` trains them here, one after another on one model instance;
+``fedlib.flower`` sends them to Flower SuperNodes. Updates are added to the
+strategy's accumulator one at a time (for the mean-based strategies a running sum,
+so memory does not grow with the number of clients K).
+
+With FedBN each hospital keeps its normalization layers: the server stores them per
+client (so that a run resumes exactly), sends each client its own with the shared
+weights, and never averages them. ``clients.csv`` records every client answer of every
+round (used or dropped, and why), one row each.
 
 A client that raises, takes longer than ``client_timeout`` or returns non-finite
 or wrongly shaped tensors is dropped from the round, and ``history.csv`` says
@@ -23,13 +29,15 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import client, privacy, runs
-from .aggregate import RunningAverage, client_weights
+from .aggregate import client_weights
 from .client import Update, cpu_state
 from .errors import UserError
-from .experiment import Experiment
+from .experiment import Experiment, mean_over_clients
+from .loop import train_loop
+from .strategy import Strategy, norm_keys
+from .strategy import build as build_strategy
 from .train import derive_seed
 
 __all__ = ["ClientResult", "InProcessClients", "RoundFailed", "check_update", "run_fedavg", "sample_clients"]
@@ -44,14 +52,24 @@ class ClientResult:
     client: int
     update: Update | None  # None when the client failed
     error: str | None = None  # why it was dropped
-    members: list[int] | None = None  # an aggregate of these clients' updates (secure aggregation)
+    # An aggregate of several clients' updates (secure aggregation): (client, images, loss) of each.
+    members: list[tuple[int, int, float]] | None = None
 
 
 class ClientPool(Protocol):
     """Where clients run: in this process, or behind Flower."""
 
     def fit_round(self, round_idx: int, clients: list[int], global_state: dict[str, torch.Tensor],
-                  attempt: int) -> Iterator[ClientResult]: ...
+                  attempt: int, local_states: dict[int, dict] | None = None) -> Iterator[ClientResult]:
+        """Train ``clients`` from ``global_state``, each with its own entries of ``local_states``
+        (FedBN's normalization layers) in place of the global ones; results in client order."""
+        ...
+
+
+def start_state(global_state: dict, local_states: dict[int, dict] | None, c: int) -> dict:
+    """Client ``c``'s starting weights: the global ones, with its own kept layers (FedBN)."""
+    own = (local_states or {}).get(c)
+    return global_state if not own else {**global_state, **own}
 
 
 def sample_clients(num_clients: int, per_round: int, seed: int, round_idx: int, attempt: int = 0) -> list[int]:
@@ -86,10 +104,10 @@ class InProcessClients:
         self.exp, self.model = exp, model
         self.opt_states = opt_states if opt_states is not None else {}
 
-    def fit_round(self, round_idx, clients, global_state, attempt) -> Iterator[ClientResult]:
+    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
         exp, cfg = self.exp, self.exp.cfg
         for c in clients:
-            self.model.load_state_dict(global_state)
+            self.model.load_state_dict(start_state(global_state, local_states, c))
             started = time.perf_counter()
             try:
                 update, opt_state = client.fit(
@@ -108,42 +126,68 @@ class InProcessClients:
             yield ClientResult(c, update)
 
 
-def _aggregate_round(pool: ClientPool, exp: Experiment, r: int, global_state: dict) -> dict:
-    """One round, retried on too few answers; returns the new state and what happened."""
+def strategy_of(cfg) -> Strategy:
+    """The run's strategy, with its parameters from the config."""
+    return build_strategy(cfg.strategy, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum,
+                          beta1=cfg.beta1, beta2=cfg.beta2, tau=cfg.tau, trim_fraction=cfg.trim_fraction,
+                          proximal_mu=cfg.proximal_mu)
+
+
+@dataclass
+class RoundResult:
+    aggregate: dict[str, torch.Tensor]  # the strategy's aggregate of the usable updates (shared entries)
+    kept: dict[int, dict]  # FedBN: each answering client's own normalization entries
+    updates: list[tuple[int, Update]]  # (client, its count, loss and metrics; no tensors) of the usable updates
+    rows: list[dict]  # clients.csv rows of every attempt
+    attempts: int
+    dropped: int
+
+
+def _aggregate_round(pool: ClientPool, exp: Experiment, strategy: Strategy, r: int, global_state: dict,
+                     local_states: dict[int, dict], local_keys: set[str]) -> RoundResult:
+    """One round, retried on too few answers."""
     cfg = exp.cfg
     num_clients = len(exp.parts)
     per_round = min(max(int(cfg.fraction * num_clients), 1), num_clients)
-    dropped: list[str] = []
+    needed = max(min(cfg.min_clients, per_round), strategy.min_updates())
+    reasons: list[str] = []
+    rows: list[dict] = []
+    dropped = 0
     for attempt in range(cfg.round_retries + 1):
         sampled = sample_clients(num_clients, per_round, cfg.seed, r, attempt)
-        good: list[tuple[str, Update]] = []  # (client id(s), the update's count, loss and metrics)
-        answered = 0
-        acc = RunningAverage()
-        for res in pool.fit_round(r, sampled, global_state, attempt):
+        acc = strategy.accumulator()
+        updates: list[tuple[int, Update]] = []
+        kept: dict[int, dict] = {}
+        for res in pool.fit_round(r, sampled, global_state, attempt, local_states):
             error = res.error if res.update is None else check_update(res.update, global_state)
+            base = {"round": r + 1, "attempt": attempt + 1, "client": res.client}
             if error is not None:
-                dropped.append(f"{res.client}:{error}".replace(";", ","))
+                reasons.append(f"{res.client}:{error}")
+                rows.append({**base, "status": "dropped", "reason": error})
+                dropped += 1
                 continue
-            (weight,) = client_weights([res.update.num_examples], cfg.aggregation)
-            acc.add(res.update.state, weight)
-            members = res.members or [res.client]
-            good.append((";".join(map(str, members)), Update({}, res.update.num_examples, res.update.loss,
-                                                              res.update.metrics)))
-            answered += len(members)
-        if answered >= min(cfg.min_clients, per_round):
-            n = sum(u.num_examples for _, u in good)
-            row = {
-                "clients": ";".join(c for c, _ in good),
-                "dropped": ";".join(dropped),
-                "attempts": attempt + 1,
-                "train_loss": sum(u.loss * u.num_examples for _, u in good) / n,
-            }
-            for key in sorted({k for _, u in good for k in u.metrics}):
-                row[key] = ";".join(f"{c}:{u.metrics[key]:.6g}" for c, u in good if key in u.metrics)
-            return {"state": acc.result(), "passes": cfg.local_epochs * n, "row": row, "updates": good}
+            u = res.update
+            (weight,) = client_weights([u.num_examples], cfg.aggregation)
+            acc.add({k: v for k, v in u.state.items() if k not in local_keys}, weight)
+            if local_keys:
+                kept[res.client] = {k: u.state[k] for k in local_keys}
+            if res.members:  # a secure aggregate: each member's count and loss, nothing else
+                for c, n, loss in res.members:
+                    rows.append({**base, "client": c, "status": "used", "reason": "secure aggregate",
+                                 "num_examples": n, "train_loss": loss})
+                    updates.append((c, Update({}, n, loss)))
+            else:
+                rows.append({**base, "status": "used", "reason": "", "num_examples": u.num_examples,
+                             "train_loss": u.loss, **u.metrics})
+                updates.append((res.client, Update({}, u.num_examples, u.loss, u.metrics)))
+        if len(updates) >= needed:
+            return RoundResult(acc.result(), kept, updates, rows, attempt + 1, dropped)
+        for row in rows:  # this attempt's usable updates are not used: the round starts again
+            if row["attempt"] == attempt + 1 and row["status"] == "used":
+                row.update(status="discarded", reason=f"round retried: fewer than {needed} usable update(s)")
     raise RoundFailed(
-        f"round {r + 1}: fewer than {cfg.min_clients} client(s) returned a usable update in "
-        f"{cfg.round_retries + 1} attempt(s) ({_summary(dropped)}); fix the failing sites, or lower "
+        f"round {r + 1}: fewer than {needed} client(s) returned a usable update in "
+        f"{cfg.round_retries + 1} attempt(s) ({_summary(reasons)}); fix the failing sites, or lower "
         "--min-clients / raise --round-retries."
     )
 
@@ -158,60 +202,104 @@ def _summary(dropped: list[str], width: int = 160) -> str:
                      f"{reason if len(reason) <= width else reason[:width] + '...'}" for reason, cs in by_reason.items())
 
 
-def run_fedavg(exp: Experiment, checkpoint: dict | None, pool: ClientPool | None = None) -> dict:
-    """FedAvg for ``cfg.rounds`` rounds from ``checkpoint`` (None: from the seeded
-    initial weights); returns the final metrics. ``pool`` defaults to in-process clients."""
-    cfg = exp.cfg
-    model = exp.new_model()
-    history: list[dict] = []
-    opt_states: dict[int, dict] = {}
-    spent: dict[int, float] = {}  # DP epsilon spent so far, per client
-    dp_steps: dict[int, int] = {}  # DP-SGD steps taken so far, per client
-    start = passes = 0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        opt_states = checkpoint.get("client_optimizers", {})
-        dp_steps, spent = checkpoint.get("dp_steps", {}), checkpoint.get("dp_epsilon", {})
-        start, passes = checkpoint["round"], checkpoint["sample_passes"]
-        history = [r for r in runs.read_history(exp.run_dir / "history.csv") if int(r["round"]) <= start]
-        exp.started -= checkpoint.get("wall_time", 0.0)
-    if pool is None:
-        pool = InProcessClients(exp, model, opt_states)
+class Rounds:
+    """The server as a ``fedlib.loop.Trainer``: one step is one round."""
 
-    bar = tqdm(range(start, cfg.rounds), desc=f"FedAvg {cfg.model}", unit="round",
-               initial=start, total=cfg.rounds, disable=not exp.progress)
-    for r in bar:
-        result = _aggregate_round(pool, exp, r, cpu_state(model))
-        model.load_state_dict(result["state"])
-        passes += result["passes"]
-        row = {"round": r + 1, "epoch": (r + 1) * cfg.local_epochs, "sample_passes": passes, **result["row"]}
+    unit = "round"
+
+    def __init__(self, exp: Experiment, checkpoint: dict | None, pool: ClientPool | None):
+        cfg = self.cfg = exp.cfg
+        self.exp = exp
+        self.model = exp.new_model()
+        self.strategy = strategy_of(cfg)
+        self.local_keys = norm_keys(self.model) if self.strategy.keeps_norm_local else set()
+        self.local_states: dict[int, dict] = {}  # FedBN: each client's normalization layers
+        opt_states: dict[int, dict] = {}
+        self.spent: dict[int, float] = {}  # DP epsilon spent so far, per client
+        self.dp_steps: dict[int, int] = {}  # DP-SGD steps taken so far, per client
+        self.clients_rows: list[dict] = []
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            opt_states = checkpoint.get("client_optimizers", {})
+            self.dp_steps, self.spent = checkpoint.get("dp_steps", {}), checkpoint.get("dp_epsilon", {})
+            self.strategy.load_state_dict(checkpoint.get("strategy", {}))
+            self.local_states = checkpoint.get("local_states", {})
+            self.clients_rows = [row for row in runs.read_history(exp.run_dir / "clients.csv")
+                                 if int(row["round"]) <= checkpoint["round"]]
+        self.pool = pool if pool is not None else InProcessClients(exp, self.model, opt_states)
+
+    def step(self, r: int) -> dict:
+        cfg = self.cfg
+        global_state = cpu_state(self.model)
+        res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state, self.local_states,
+                               self.local_keys)
+        shared = {k: v for k, v in global_state.items() if k not in self.local_keys}
+        self.model.load_state_dict({**global_state, **self.strategy.server_step(shared, res.aggregate, r)})
+        self.local_states.update(res.kept)
         if cfg.dp:
-            row["epsilon"] = _account(result["updates"], dp_steps, spent, cfg)
-        if (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds:
-            row.update(exp.test_metrics(model))
-        row["wall_time"] = exp.elapsed()
-        history.append(row)
-        runs.write_history(exp.run_dir / "history.csv", history)
-        if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
-            # No RNG state is needed: every draw derives from (seed, round, client).
-            state = {"round": r + 1, "sample_passes": passes, "model": cpu_state(model),
-                     "wall_time": exp.elapsed(), "dp_steps": dp_steps, "dp_epsilon": spent}
-            if cfg.keep_optimizer_state:
-                state["client_optimizers"] = getattr(pool, "opt_states", {})
-            runs.save_checkpoint(exp.run_dir, state)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
-    final = exp.final_metrics(model)
+            _account(res.updates, self.dp_steps, self.spent, cfg, res.rows)
+        self.clients_rows += res.rows
+        runs.write_history(self.exp.run_dir / "clients.csv", self.clients_rows)
+        n = sum(u.num_examples for _, u in res.updates)
+        row = {"epoch": (r + 1) * cfg.local_epochs, "sample_passes": cfg.local_epochs * n,
+               "train_loss": sum(u.loss * u.num_examples for _, u in res.updates) / n,
+               "clients_used": len(res.updates), "clients_dropped": res.dropped, "attempts": res.attempts}
+        if cfg.dp:
+            row["epsilon_max"] = max(self.spent.values(), default=0.0)
+        return row
+
+    def client_model(self, c: int) -> torch.nn.Module:
+        """FedBN: the shared weights with client ``c``'s own normalization layers (in a copy)."""
+        model = self.exp.new_model()
+        model.load_state_dict(start_state(cpu_state(self.model), self.local_states, c))
+        return model
+
+    def evaluate(self) -> dict:
+        if not self.local_keys:
+            return self.exp.test_metrics(self.model)
+        # FedBN has no global model: the mean over hospitals of their own models' metrics.
+        per_client = [self.exp.test_metrics(self.client_model(c)) for c in range(len(self.exp.parts))]
+        return {k: float(np.mean([m[k] for m in per_client])) for k in per_client[0]}
+
+    def state(self) -> dict:
+        # No RNG state is needed: every draw derives from (seed, round, client).
+        state = {"model": cpu_state(self.model), "dp_steps": self.dp_steps, "dp_epsilon": self.spent,
+                 "strategy": self.strategy.state_dict(), "local_states": self.local_states}
+        if self.cfg.keep_optimizer_state:
+            state["client_optimizers"] = getattr(self.pool, "opt_states", {})
+        return state
+
+    def final(self) -> dict:
+        exp = self.exp
+        if not self.local_keys:
+            return exp.final_metrics(self.model)
+        return mean_over_clients([exp.final_metrics(self.client_model(c), exp.parts[c])
+                                  for c in range(len(exp.parts))])
+
+
+def run_fedavg(exp: Experiment, checkpoint: dict | None, history: list[dict], pool: ClientPool | None = None) -> dict:
+    """Federated training for ``cfg.rounds`` rounds from ``checkpoint`` (None: from the seeded
+    initial weights) with the run's strategy; returns the final metrics. ``pool`` defaults to
+    in-process clients."""
+    cfg = exp.cfg
+    server = Rounds(exp, checkpoint, pool)
+    train_loop(exp, server, cfg.rounds, history, desc=f"{cfg.strategy} {cfg.model}", checkpoint=checkpoint)
+    final = server.final()
     if cfg.dp:
-        final["privacy"] = {"delta": cfg.dp_delta, "epsilon_per_client": {str(c): e for c, e in sorted(spent.items())},
-                            "epsilon_max": max(spent.values(), default=0.0)}
+        final["privacy"] = {"delta": cfg.dp_delta,
+                            "epsilon_per_client": {str(c): e for c, e in sorted(server.spent.items())},
+                            "epsilon_max": max(server.spent.values(), default=0.0)}
     return final
 
 
-def _account(updates: list[tuple[str, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg) -> str:
-    """Add this round's DP-SGD steps to each client's total; the epsilon each has spent so far."""
-    for label, u in updates:
-        c = int(label)
+def _account(updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg,
+             rows: list[dict]) -> None:
+    """Add this round's DP-SGD steps to each client's total and its epsilon spent so far to
+    its clients.csv row."""
+    for c, u in updates:
         dp_steps[c] = dp_steps.get(c, 0) + int(u.metrics["dp_steps"])
         dp = privacy.DPSettings(u.metrics["dp_noise_multiplier"], cfg.dp_max_grad_norm, u.metrics["dp_sample_rate"])
         spent[c] = privacy.epsilon(dp, dp_steps[c], cfg.dp_delta)
-    return ";".join(f"{c}:{spent[int(c)]:.4g}" for c, _ in updates)
+    for row in rows:
+        if row["status"] == "used" and row["client"] in spent:
+            row["epsilon"] = spent[row["client"]]

@@ -215,7 +215,7 @@ def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False,
     unfinished one is resumed from its last checkpoint; one with another config is a
     UserError. ``force`` retrains from scratch whatever is there.
     """
-    from .experiment import run
+    from .launch import run
 
     out = Path(out)
     action = decide(out, wanted_config(cfg, data_set(cfg, progress)), force=force)

@@ -9,8 +9,9 @@ from conftest import assert_same_weights, smoke, weights
 
 from fedlib import runs
 from fedlib.errors import UserError
-from fedlib.experiment import run, setup
+from fedlib.experiment import setup
 from fedlib.federated import RoundFailed, sample_clients
+from fedlib.runner import train as run
 from fedlib.train import Hardware, evaluate, local_train
 
 
@@ -30,7 +31,11 @@ def test_fedavg_run_directory(data_dir, tmp_path):
     history = runs.read_history(tmp_path / "r" / "history.csv")
     assert [int(h["round"]) for h in history] == [1, 2]
     per_round = cfg.clients_per_round
-    assert all(len(h["clients"].split(";")) == per_round for h in history)
+    assert all(int(h["clients_used"]) == per_round for h in history)
+    clients = runs.read_history(tmp_path / "r" / "clients.csv")
+    assert [(int(c["round"]), int(c["client"])) for c in clients] == [
+        (r + 1, c) for r in range(2) for c in sample_clients(cfg.clients, per_round, cfg.seed, r)]
+    assert {c["status"] for c in clients} == {"used"} and all(int(c["num_examples"]) > 0 for c in clients)
     assert {"train_loss", "test_loss", "test_accuracy", "test_sensitivity_covid19", "wall_time"} <= set(history[0])
     assert final["synthetic"] is True
     assert final["train"]["n"] == cfg.synth_n_train and final["test"]["n"] == cfg.synth_n_test

@@ -15,7 +15,6 @@ from conftest import assert_same_weights, history_without_time, smoke, weights
 from fedlib import runs
 from fedlib.cli import main
 from fedlib.client import Update, injected_fault
-from fedlib.experiment import run
 from fedlib.federated import (
     ClientResult,
     InProcessClients,
@@ -23,6 +22,7 @@ from fedlib.federated import (
     check_update,
     sample_clients,
 )
+from fedlib.runner import train as run
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +57,26 @@ def test_injected_failures_are_dropped_and_recorded(data_dir, tmp_path):
     cfg = smoke(data_dir, rounds=4, inject_failures=0.5, seed=3)
     run(cfg, tmp_path / "r", progress=False)
     rows = runs.read_history(tmp_path / "r" / "history.csv")
+    answers = runs.read_history(tmp_path / "r" / "clients.csv")
     seen_drop = False
     for r, row in enumerate(rows):
-        attempt = int(row["attempts"]) - 1
-        sampled = sample_clients(cfg.clients, cfg.clients_per_round, cfg.seed, r, attempt)
-        expected = {c: injected_fault(cfg, r, c, attempt) for c in sampled}
-        kept = [int(c) for c in row["clients"].split(";") if c]
-        assert kept == [c for c in sampled if expected[c] is None]
-        dropped = dict(d.split(":", 1) for d in row["dropped"].split(";") if d) if attempt == 0 else {}
-        for c, reason in dropped.items():
-            seen_drop = True
-            assert {"raise": "InjectedFault", "nan": "non-finite", "shape": "has shape"}[expected[int(c)]] in reason
+        for attempt in range(int(row["attempts"])):
+            sampled = sample_clients(cfg.clients, cfg.clients_per_round, cfg.seed, r, attempt)
+            expected = {c: injected_fault(cfg, r, c, attempt) for c in sampled}
+            these = [a for a in answers if int(a["round"]) == r + 1 and int(a["attempt"]) == attempt + 1]
+            assert [int(a["client"]) for a in these] == sampled
+            last = attempt + 1 == int(row["attempts"])
+            for a in these:
+                fault = expected[int(a["client"])]
+                if fault is None:
+                    assert a["status"] == ("used" if last else "discarded")
+                else:
+                    seen_drop = True
+                    assert a["status"] == "dropped"
+                    assert {"raise": "InjectedFault", "nan": "non-finite", "shape": "has shape"}[fault] in a["reason"]
+        used = [a for a in answers if int(a["round"]) == r + 1 and a["status"] == "used"]
+        assert int(row["clients_used"]) == len(used) and int(row["clients_dropped"]) == sum(
+            a["status"] == "dropped" for a in answers if int(a["round"]) == r + 1)
     assert seen_drop, "seed 3 was picked so that some client fails; the injection did nothing"
     assert (tmp_path / "r" / "final.json").exists()
 
@@ -77,15 +86,18 @@ def test_a_round_below_min_clients_is_retried_with_a_fresh_sample(data_dir, tmp_
     cfg = smoke(data_dir, rounds=1, min_clients=2)
 
     class FirstAttemptFails(InProcessClients):
-        def fit_round(self, round_idx, clients, global_state, attempt):
-            for res in super().fit_round(round_idx, clients, global_state, attempt):
+        def fit_round(self, round_idx, clients, global_state, attempt, local_states=None):
+            for res in super().fit_round(round_idx, clients, global_state, attempt, local_states):
                 yield ClientResult(res.client, None, "site offline") if attempt == 0 else res
 
     run(cfg, tmp_path / "r", progress=False, pool=lambda exp: FirstAttemptFails(exp, exp.new_model()))
     (row,) = runs.read_history(tmp_path / "r" / "history.csv")
     assert row["attempts"] == "2"
-    assert row["dropped"] == ";".join(f"{c}:site offline" for c in sample_clients(cfg.clients, 2, cfg.seed, 0))
-    assert row["clients"] == ";".join(map(str, sample_clients(cfg.clients, 2, cfg.seed, 0, attempt=1)))
+    answers = runs.read_history(tmp_path / "r" / "clients.csv")
+    assert [(a["attempt"], int(a["client"]), a["status"], a["reason"]) for a in answers] == [
+        ("1", c, "dropped", "site offline") for c in sample_clients(cfg.clients, 2, cfg.seed, 0)] + [
+        ("2", c, "used", "") for c in sample_clients(cfg.clients, 2, cfg.seed, 0, attempt=1)]
+    assert row["clients_used"] == "2" and row["clients_dropped"] == "2"
 
 
 def test_too_few_clients_after_the_retries_stops_with_one_clear_line(data_config, tmp_path, capsys):

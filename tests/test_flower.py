@@ -10,11 +10,11 @@ from conftest import assert_same_weights, history_without_time, smoke, weights
 from fedlib import config, runs
 from fedlib.client import InjectedFault, Update
 from fedlib.errors import UserError
-from fedlib.experiment import run
 from fedlib.flower import LocalFederation, run_flower
 from fedlib.flower.apps import failure_reason
 from fedlib.flower.local import tagged
 from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
+from fedlib.launch import run
 
 pytest.importorskip("ray")  # flwr[simulation]
 
@@ -133,7 +133,11 @@ def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp
             assert torch.equal(value, masked[key]), key  # BatchNorm counters come back exact
     assert 0 < worst <= 1.05 * bound  # quantised (not a plain average in disguise), within the bound
     (row,) = runs.read_history(tmp_path / "secagg" / "history.csv")
-    assert row["clients"] == "0;1;2" and row["dropped"] == ""
+    assert row["clients_used"] == "3" and row["clients_dropped"] == "0"
+    answers = runs.read_history(tmp_path / "secagg" / "clients.csv")
+    assert [(a["client"], a["status"], a["reason"]) for a in answers] == [
+        (str(c), "used", "secure aggregate") for c in range(3)]
+    assert [int(a["num_examples"]) for a in answers] == sizes
 
 
 def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tmp_path):
@@ -167,5 +171,8 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
     assert tagged(fed.tag) == []
     assert "error" not in outcome, outcome.get("error")
     first, second = runs.read_history(out / "history.csv")
-    assert first["clients"] == "0;1;2"
-    assert second["clients"] == "0;1" and second["dropped"].startswith("2:timeout")
+    assert first["clients_used"] == "3" and second["clients_used"] == "2"
+    answers = [(a["round"], a["client"], a["status"]) for a in runs.read_history(out / "clients.csv")]
+    assert answers == [("1", "0", "used"), ("1", "1", "used"), ("1", "2", "used"),
+                       ("2", "0", "used"), ("2", "1", "used"), ("2", "2", "dropped")]
+    assert runs.read_history(out / "clients.csv")[-1]["reason"].startswith("timeout")

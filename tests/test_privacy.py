@@ -10,7 +10,7 @@ from conftest import assert_same_weights, smoke, weights
 
 from fedlib import client, privacy, runs
 from fedlib.client import Update
-from fedlib.experiment import run
+from fedlib.runner import train as run
 
 
 def assert_only_parameters_counts_and_scalars(update: Update, global_state: dict, secrets: set[str]) -> None:
@@ -67,9 +67,11 @@ def test_spent_epsilon_is_recorded_per_client_per_round(data_dir, tmp_path):
     final = run(cfg, tmp_path / "r", progress=False)
     steps: dict[int, int] = {}
     spent: dict[int, float] = {}
+    answers = runs.read_history(tmp_path / "r" / "clients.csv")
     for row in runs.read_history(tmp_path / "r" / "history.csv"):
-        recorded = {int(c): float(e) for c, e in (p.split(":") for p in row["epsilon"].split(";"))}
-        assert sorted(recorded) == [int(c) for c in row["clients"].split(";")]
+        recorded = {int(a["client"]): float(a["epsilon"]) for a in answers if a["round"] == row["round"]}
+        assert len(recorded) == int(row["clients_used"])
+        assert float(row["epsilon_max"]) == pytest.approx(max({**spent, **recorded}.values()), rel=1e-6)
         for c, eps in recorded.items():
             n = final["client_sizes"][c]
             steps[c] = steps.get(c, 0) + privacy.steps_per_update(n, cfg)

@@ -18,7 +18,7 @@ from conftest import smoke, write_covidx
 
 from fedlib import config, runs
 from fedlib.cli import main
-from fedlib.experiment import run
+from fedlib.runner import train as run
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

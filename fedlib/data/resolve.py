@@ -31,6 +31,10 @@ class Dataset:
         return np.asarray([r.source for r in self.train_records])
 
     @property
+    def test_sources(self) -> np.ndarray:
+        return np.asarray([r.source for r in self.test_records])
+
+    @property
     def description(self) -> str:
         """What figure captions say about the data."""
         kind = "SYNTHETIC chest X-rays" if self.synthetic else "COVIDx"

@@ -2,7 +2,7 @@
 
 Flower only moves messages. The maths stays fedlib's: the ClientApp calls
 ``fedlib.client.fit`` (the in-process engine's site code) and the ServerApp runs
-``fedlib.experiment.run`` with ``FlowerClients`` as its client pool, so sampling,
+``fedlib.runner.train`` with ``FlowerClients`` as its client pool, so sampling,
 update checks, aggregation, evaluation and the run directory are the in-process
 engine's own code, and the engines agree bit for bit on CPU.
 
@@ -30,10 +30,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
-from .. import client, config, experiment
+from .. import client, config, experiment, runner
 from ..config import TrainConfig
 from ..errors import UserError
-from ..federated import ClientResult
+from ..federated import ClientResult, start_state
 from . import secagg
 from .messages import (
     read_site,
@@ -177,9 +177,11 @@ class FlowerClients:
         self.nodes = discover(grid, len(exp.parts), node_wait)
         self.clients = {node: c for c, node in self.nodes.items()}
 
-    def fit_round(self, round_idx, clients, global_state, attempt) -> Iterator[ClientResult]:
-        arrays = ArrayRecord(global_state)
-        messages = [Message(train_request(arrays, self.cfg, round_idx, attempt, c), self.nodes[c],
+    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
+        shared = ArrayRecord(global_state)  # FedBN: a record per client, with its own layers
+        messages = [Message(train_request(ArrayRecord(start_state(global_state, local_states, c))
+                                          if (local_states or {}).get(c) else shared,
+                                          self.cfg, round_idx, attempt, c), self.nodes[c],
                             MessageType.TRAIN) for c in clients]
         replies = {self.clients[m.metadata.src_node_id]: m
                    for m in exchange(self.grid, messages, self.timeout)}
@@ -208,7 +210,7 @@ def serve(grid: Grid, context: Context, cfg: TrainConfig, out: str | Path, *, re
         return secagg.SecAggClients(grid, exp, context, nodes, cfg.client_timeout or REPLY_TIMEOUT)
 
     try:
-        return experiment.run(cfg, out, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
+        return runner.train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
     except UserError as exc:
         log(ERROR, "%s%s", ERROR_MARK, exc)
         raise

@@ -4,7 +4,7 @@
 simulation runtime (Ray actors). ``flower`` submits the Flower App to a running
 SuperLink with ``flwr run``; the ServerApp then runs on the SuperLink's machine
 and writes the run directory there. Either way the run directory is written by
-``fedlib.experiment.run``, as for the in-process engine.
+``fedlib.runner.train``, as for the in-process engine.
 """
 
 from __future__ import annotations

@@ -131,7 +131,9 @@ class SecAggClients:
         self.nodes, self.clients = nodes, {node: c for c, node in nodes.items()}
         self.max_weight = float(max(len(p) for p in exp.parts))
 
-    def fit_round(self, round_idx, clients, global_state, attempt) -> Iterator[ClientResult]:
+    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
+        if local_states:
+            raise ValueError("SecAgg+ sums whole models; FedBN's per-client layers cannot be masked together")
         params = ndarrays_to_parameters(to_arrays(global_state))
         task = {"round": round_idx, "attempt": attempt, "train-config": json.dumps(to_dict(self.cfg))}
         strategy = _OneRound([(GridClientProxy(self.nodes[c], self.grid, self.context.run_id),
@@ -152,4 +154,6 @@ class SecAggClients:
         losses = [float(res.metrics["train-loss"]) for _, res in strategy.results]
         state = to_state(parameters_to_ndarrays(strategy.results[0][1].parameters), global_state)
         update = Update(state, sum(counts), float(np.dot(counts, losses) / sum(counts)))
-        yield ClientResult(members[0], update, members=members)
+        each = sorted((self.clients[proxy.node_id], res.num_examples, float(res.metrics["train-loss"]))
+                      for proxy, res in strategy.results)
+        yield ClientResult(members[0], update, members=each)

@@ -1,0 +1,27 @@
+"""``launch.run(cfg, out)``: a training run on the engine its config names.
+
+``inprocess`` and ``flower-sim`` end in ``fedlib.runner.train`` in this process (the
+simulation through Flower's ServerApp); ``flower`` submits the run to a SuperLink,
+whose ServerApp calls ``fedlib.runner.train`` on its machine. This is the entry of
+``fedlib train``, ``fedlib reproduce`` and the notebooks; it sits above both the runner
+and ``fedlib.flower`` so that neither imports the other's caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import TrainConfig
+from .runner import train
+
+
+def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, superlink: str | None = None, root_certificates: str | None = None) -> dict:
+    """Train ``cfg`` into ``out``; returns final.json's content. ``superlink`` and
+    ``root_certificates`` are for the ``flower`` engine (see ``fedlib.flower.run_flower``)."""
+    if cfg.engine == "inprocess":
+        return train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    from .flower import run_flower
+
+    return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress, superlink=superlink,
+                      root_certificates=root_certificates)

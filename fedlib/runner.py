@@ -1,0 +1,98 @@
+"""The run folder's owner: ``train(cfg, out)`` checks the target, resumes, picks the mode,
+and writes config.json and final.json.
+
+Every engine ends here: the in-process engine directly, Flower's ServerApp with its
+own client pool (``fedlib.flower``). The steps, in order:
+
+1. refuse a target that is not ours to write (``runs.check_target``), take the run
+   folder's lock and clean up what a killed replacement left (``runs.recover``);
+2. with ``resume``, follow config.json (``config.resume_config``); a finished run is
+   returned as it is;
+3. load the data and split it (``experiment.setup``): bad data fails here, before an
+   earlier run is touched; record the data's fingerprint;
+4. train in a transaction (``runs.transaction``): the mode's trainer runs the one
+   loop (``fedlib.loop``), and final.json is written last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import runs
+from .central import run_central, run_local
+from .config import TrainConfig, absolute_paths, load_saved, resume_config, to_dict
+from .errors import UserError
+from .experiment import describe, record_data, setup
+from .federated import ClientPool, run_fedavg
+from .loop import resumed_history
+
+MODES = {"fedavg": run_fedavg, "central": run_central, "local": run_local}
+
+
+def data_roots(cfg: TrainConfig) -> list[Path]:
+    """The folders a run reads its data from (a run folder may never hold one)."""
+    return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, pool=None) -> dict:
+    """Train one run into ``out`` in this process; returns final.json's content.
+
+    ``pool(exp)`` gives the federated server its clients (``fedlib.federated.ClientPool``;
+    Flower's ServerApp passes its own); None trains them here. With ``resume``, ``cfg``
+    may differ from the run's config.json only in what ``config.RESUME_CHANGEABLE``
+    allows (more rounds, another device, ...).
+    """
+    out = Path(out)
+    cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
+    runs.check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
+    with runs.locked(out):  # also refuses a second process before any work
+        runs.recover(out)  # the remains of a killed replacement, whatever this command does next
+    if resume:
+        saved = load_saved(out)
+        cfg = resume_config(saved, to_dict(cfg), out)
+        if runs.is_finished(out):
+            if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
+                raise UserError(f"{out} has finished; --resume does not extend a finished run: start a new "
+                                "run with the new --rounds in another --out.")
+            return runs.read_json(out / "final.json")
+    exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
+    cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
+    with runs.transaction(out, resume=resume) as work:
+        exp.run_dir = work
+        checkpoint = runs.load_checkpoint(work) if resume else None
+        _check_progress(cfg, checkpoint, out)
+        runs.write_json(work / "config.json", to_dict(cfg))
+        history = resumed_history(exp, checkpoint)
+        if cfg.mode == "fedavg":
+            clients: ClientPool | None = pool(exp) if pool is not None else None
+            final = run_fedavg(exp, checkpoint, history, clients)
+        else:
+            final = MODES[cfg.mode](exp, checkpoint, history)
+        final = {"model": cfg.model, "mode": cfg.mode, "strategy": cfg.strategy if cfg.mode == "fedavg" else None,
+                 "profile": cfg.profile, "seed": cfg.seed, **describe(exp), **final,
+                 "sample_passes": _sample_passes(history),
+                 "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
+                 "wall_time": exp.elapsed()}
+        runs.write_json(work / "final.json", final)
+    return final
+
+
+def _check_progress(cfg: TrainConfig, checkpoint: dict | None, out: Path) -> None:
+    """A resumed run cannot be cut below the rounds or epochs it has already done."""
+    if checkpoint is None:
+        return
+    done = checkpoint.get("round", checkpoint.get("epoch", 0))
+    total = cfg.rounds if cfg.mode == "fedavg" else cfg.pooled_epochs
+    unit = "rounds" if cfg.mode == "fedavg" else "epochs"
+    if total < done:
+        raise UserError(f"--resume: {out} has done {done} {unit} already, more than the {total} asked for; "
+                        f"ask for at least {done}.")
+
+
+def _sample_passes(history: list[dict]) -> int:
+    """Images seen in training, over all rounds (and clients): the run's compute."""
+    last: dict = {}
+    for row in history:
+        last[row.get("client", "")] = int(row["sample_passes"])
+    return sum(last.values())
