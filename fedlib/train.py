@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -118,6 +119,7 @@ def local_train(
     optimizer_state: dict | None = None,
     dp=None,
     class_weight: np.ndarray | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
 
@@ -125,8 +127,21 @@ def local_train(
     ``optimizer_state`` is given. With ``dp`` (``fedlib.privacy.DPSettings``) it is
     DP-SGD: per-sample gradients clipped and noised by Opacus before each Adam step.
     ``class_weight`` (one weight per class, see ``balanced_weights``) scales each image's
-    loss by the weight of its class. Returns the mean loss and the optimizer state.
+    loss by the weight of its class. ``proximal_mu`` > 0 is FedProx: each batch's loss gains
+    ``proximal_term`` towards the weights ``model`` holds when called (the global model);
+    the reported loss stays the data loss (cross-entropy) alone. Opacus would drop that
+    term's gradient, so ``dp`` with ``proximal_mu`` > 0 is refused. Returns the mean loss
+    and the optimizer state.
     """
+    if not proximal_mu >= 0:
+        raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
+    if dp is not None and proximal_mu > 0:
+        raise ValueError("FedProx's proximal term cannot be combined with DP-SGD: Opacus would drop its gradient")
+    prox = None
+    if proximal_mu > 0:
+        params = [p for p in model.parameters() if p.requires_grad]
+        anchor = [p.detach().clone() for p in params]  # the global weights, outside the graph
+        prox = partial(proximal_term, params, anchor, proximal_mu)
     model.train()
     net, optimizer = model, make_optimizer(model, lr, weight_decay)
     if optimizer_state is not None:
@@ -144,7 +159,7 @@ def local_train(
     try:
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=hw.device)
         total, count = _epochs(net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
-                               weight)
+                               weight, prox)
     finally:
         if dp is not None:
             optimizer.zero_grad(set_to_none=True)  # also drops the per-sample gradients
@@ -153,6 +168,12 @@ def local_train(
         num_examples=len(indices),
         optimizer_state=optimizer.state_dict(),
     )
+
+
+def proximal_term(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's ``mu/2 * sum ||w - w_global||^2`` over ``params`` and their detached copies ``anchor``;
+    its gradient is ``mu * (w - w_global)``, zero at the start of local training."""
+    return mu / 2 * sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
 
 
 def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -167,7 +188,7 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
-            weight=None) -> tuple[float, int]:
+            weight=None, prox=None) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
@@ -184,7 +205,10 @@ def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image
                         loss = F.cross_entropy(model(x), y)
                     else:  # a mean over images of weighted losses: DP-SGD's per-sample view stays valid
                         loss = (F.cross_entropy(model(x), y, reduction="none") * weight[y]).mean()
-                loss.backward()
+                if prox is None:
+                    loss.backward()
+                else:  # FedProx: the term steers the step; the reported loss stays the data loss
+                    (loss + prox()).backward()
                 optimizer.step()
                 total += loss.item() * len(idx)
                 count += len(idx)
