@@ -1,4 +1,5 @@
 # make reproduce  - set up, then the quick reproduction on synthetic data
+# make study      - set up, then the non-IID hospitals study (notebook 05_non_iid)
 # make test       - set up, then the test suite
 # make lab        - JupyterLab on the notebooks
 # Every target is safe to run twice: setup reinstalls only when a requirements file changed.
@@ -10,7 +11,7 @@ PROFILE ?= quick
 DATA ?= synthetic
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: setup reproduce test lab clean
+.PHONY: setup reproduce study test lab clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 reproduce: setup
 	$(BIN)/fedlib reproduce --profile $(PROFILE) --data $(DATA)
+
+study: setup
+	$(BIN)/fedlib study --profile $(PROFILE) --data $(DATA)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

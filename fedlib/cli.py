@@ -188,6 +188,19 @@ def cmd_reproduce(args) -> None:
               reports_dir=args.reports_dir, device=args.device, progress=not args.quiet, overrides=overrides)
 
 
+def cmd_study(args) -> None:
+    from pathlib import Path
+
+    from .reproduce import NOTEBOOKS_DIR, execute
+
+    runs_dir = args.runs_dir or f"runs/study/{args.profile}"
+    report = Path(args.report or f"reports/study/05_non_iid-{args.profile}.ipynb")
+    parameters = {"profile": args.profile, "data": args.data, "seeds": args.seeds, "runs_dir": runs_dir,
+                  "figures_dir": args.figures_dir, "force": args.force}
+    execute(NOTEBOOKS_DIR / "05_non_iid.ipynb", report, parameters, progress=not args.quiet)
+    print(f"figures and tables in {args.figures_dir}; executed notebook {report}")
+
+
 def cmd_explain(args) -> None:
     from .explain import explain_run
 
@@ -253,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="where Flower's home and logs go (default: a temporary folder, "
                    "removed after a successful job)")
     p.set_defaults(func=cmd_flower_local)
+
+    p = sub.add_parser("study", help="the non-IID hospitals study: notebook 05_non_iid headless (trains, then plots)")
+    p.add_argument("--profile", default="quick", help="quick (CPU, about 20 minutes) | paper (GPU)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder (with sources)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every run (default: 0)")
+    p.add_argument("--force", action="store_true", help="retrain every run from scratch")
+    p.add_argument("--runs-dir", default=None, help="where run directories go (default runs/study/<profile>)")
+    p.add_argument("--figures-dir", default="figures/study", help="where figures and tables go")
+    p.add_argument("--report", default=None,
+                   help="the executed notebook (default reports/study/05_non_iid-<profile>.ipynb)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("reproduce", help="run every notebook in order with papermill (trains, then plots)")
     p.add_argument("--profile", default="quick", help="quick (CPU, minutes) | paper (GPU) | smoke")

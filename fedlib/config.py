@@ -283,31 +283,26 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def _check_strategy(cfg: TrainConfig) -> None:
+    """The strategy and its settings (``fedlib.strategy.build`` checks the ones it reads)."""
     s = cfg.strategy
     _check(s in STRATEGIES, f"unknown strategy {s!r}; choose one of {', '.join(STRATEGIES)}.")
     _check(s == "fedavg" or cfg.mode == "fedavg",
            f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.")
-    for name in ("proximal_mu", "server_momentum", "tau", "trim_fraction"):
-        value = getattr(cfg, name)
-        _check(math.isfinite(value) and value >= 0,
-               f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.")
-    _check(cfg.server_lr is None or (math.isfinite(cfg.server_lr) and cfg.server_lr > 0),
-           f"--server-lr must be a positive number, got {cfg.server_lr!r}.")
-    for name in ("beta1", "beta2"):
-        _check(0 <= getattr(cfg, name) < 1, f"--{name} must be in [0, 1), got {getattr(cfg, name)!r}.")
-    _check(cfg.trim_fraction < 0.5, f"--trim-fraction must be below 0.5 (it cuts that share at each end), "
-                                    f"got {cfg.trim_fraction!r}.")
+    try:
+        strategy = build_strategy(s, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, beta1=cfg.beta1,
+                                  beta2=cfg.beta2, tau=cfg.tau, trim_fraction=cfg.trim_fraction,
+                                  proximal_mu=cfg.proximal_mu)
+    except ValueError as exc:
+        raise UserError(f"--strategy {s}: {exc}; change that option (README, Strategies).") from None
     if cfg.mode != "fedavg":
         return
-    if cfg.secagg:
-        _check(s not in ("fedbn", "median", "trimmed_mean"),
-               f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each "
-               "update (or each hospital's own layers): use one of them.")
+    _check(not (cfg.secagg and s in ("fedbn", "median", "trimmed_mean")),
+           f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each update "
+           "(or each hospital's own layers): use one of them.")
     _check(not (cfg.dp and s == "fedprox"), "--strategy fedprox with differential privacy is not supported: "
                                              "DP-SGD would drop the proximal term's gradient; use one of them.")
-    why = build_strategy(s, trim_fraction=cfg.trim_fraction).check_clients_per_round(
-        min(cfg.clients_per_round, cfg.clients))
-    _check(why is None, f"--strategy {s}: {why}")
+    why = strategy.check_clients_per_round(min(cfg.clients_per_round, cfg.clients))
+    _check(why is None, f"--strategy {s}: {why}.")
 
 
 def from_dict(values: dict, source: str = "config") -> dict:

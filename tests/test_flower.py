@@ -64,7 +64,8 @@ def test_a_train_request_round_trips(data_dir):
 
 
 def test_simulation_equals_inprocess(data_dir, tmp_path):
-    cfg = smoke(data_dir, rounds=2)
+    # FedBN: each site starts from its own normalization layers, which travel in the messages.
+    cfg = smoke(data_dir, rounds=2, strategy="fedbn")
     run(cfg, tmp_path / "inprocess", progress=False)
     before = live_children()
     final = run_flower(config.replace(cfg, engine="flower-sim"), tmp_path / "sim", progress=False)
@@ -77,7 +78,9 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
 
 
 def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
-    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0)
+    # FedProx: the proximal term is computed at the site, from the config it is sent.
+    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0, strategy="fedprox",
+                proximal_mu=0.1)
     run(cfg, tmp_path / "inprocess", progress=False)
     with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
         run_flower(config.replace(cfg, engine="flower"), tmp_path / "flower-run", progress=False,

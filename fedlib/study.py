@@ -1,0 +1,265 @@
+"""The non-IID hospitals study (notebook ``05_non_iid``, ``fedlib study``): how far federated
+training falls behind pooled training when hospitals differ, and which standard remedy helps.
+
+One model, one grid: partitions (IID, Dirichlet label skew at several alphas, the natural
+split by source) x methods (pooled, local-only, FedAvg, FedProx, FedAdam, FedBN). Runs are
+named ``<partition>-<method>-seed<seed>`` and trained with ``reproduce.ensure_run``, so a
+finished run is reused only for the exact config and data it was trained on.
+
+Per-hospital accuracy is the accuracy of the model a hospital ends with (the global model;
+with FedBN its own normalization layers; local-only its own model) on its own patients:
+with the split by source, the test images of its source; with a label-skewed split, which
+has no hospital-specific test images, the test set reweighted to the hospital's class mix
+(the sum over classes of its share of that class times the model's sensitivity for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config, results
+from .metrics import slug, summarize_confusion
+
+# (partition, alpha): the label-skew grid of FLamby-style studies, from mild to extreme.
+PARTITIONS = (("iid", None), ("dirichlet", 1.0), ("dirichlet", 0.3), ("dirichlet", 0.1), ("by_source", None))
+FEDERATED = ("fedavg", "fedprox", "fedadam", "fedbn")
+METHODS = ("pooled", "local", *FEDERATED)
+
+
+@dataclass
+class Study:
+    model: str = "resnet18"
+    profile: str = "quick"
+    data: str = "synthetic"
+    seeds: tuple[int, ...] = (0,)
+    partitions: tuple = PARTITIONS
+    methods: tuple[str, ...] = METHODS
+    # Overrides of the profile for every run. Four hospitals (the synthetic set's four sources),
+    # all of them in every round as in cross-silo federations; a round is one local epoch, so
+    # R rounds make as many sample passes as R pooled epochs (pooled_budget "matched").
+    overrides: dict = field(default_factory=lambda: dict(
+        clients=4, fraction=1.0, rounds=10, local_epochs=1, image_size=48, eval_every=2))
+    # Per-method settings; FedAdam's server learning rate was chosen on the validation split.
+    method_settings: dict = field(default_factory=lambda: {
+        "fedprox": dict(proximal_mu=0.01), "fedadam": dict(server_lr=0.01)})
+
+
+def partition_label(partition: str, alpha: float | None) -> str:
+    return partition if alpha is None else f"{partition}{alpha:g}"
+
+
+def run_name(partition: str, alpha: float | None, method: str, seed: int) -> str:
+    return f"{partition_label(partition, alpha)}-{method}-seed{seed}"
+
+
+def run_config(study: Study, partition: str, alpha: float | None, method: str, seed: int) -> config.TrainConfig:
+    """The config of one cell. Pooled training ignores the partition (one run serves all)."""
+    values = {**study.overrides, "model": study.model, "data": study.data, "seed": seed}
+    if method == "pooled":
+        values.update(mode="central")
+    elif method == "local":
+        values.update(mode="local", partition=partition)
+    else:
+        values.update(mode="fedavg", strategy=method, partition=partition, **study.method_settings.get(method, {}))
+    if method != "pooled" and alpha is not None:
+        values["alpha"] = alpha
+    return config.resolve(study.profile, None, **values)
+
+
+def cells(study: Study) -> list[tuple[str, str, float | None, str, int]]:
+    """(run name, partition, alpha, method, seed) of every run to train, pooled once per seed."""
+    out = []
+    for seed in study.seeds:
+        if "pooled" in study.methods:
+            out.append((f"pooled-seed{seed}", "iid", None, "pooled", seed))
+        for partition, alpha in study.partitions:
+            for method in study.methods:
+                if method != "pooled":
+                    out.append((run_name(partition, alpha, method, seed), partition, alpha, method, seed))
+    return out
+
+
+def run_study(study: Study, runs_dir: str | Path, *, force: bool = False, progress: bool = True) -> list[Path]:
+    """Train (or reuse) every run of the grid into ``runs_dir``; returns their folders."""
+    from .reproduce import ensure_run
+
+    done = []
+    for name, partition, alpha, method, seed in cells(study):
+        out = Path(runs_dir) / name
+        ensure_run(run_config(study, partition, alpha, method, seed), out, force=force, progress=progress)
+        done.append(out)
+    return done
+
+
+def hospital_accuracies(final: dict, partition: str) -> list[float]:
+    """Each hospital's accuracy on its own patients (module docstring), from final.json."""
+    classes = tuple(final["classes"])
+    per_model = final.get("per_client") or [final] * final["clients"]
+    out = []
+    for c, counts in enumerate(final["client_class_counts"]):
+        m = per_model[c]
+        if partition == "by_source":
+            (source,) = final["client_sources"][c]
+            out.append(summarize_confusion(m["test_by_source"][source], classes)["accuracy"])
+        else:
+            sens = summarize_confusion(m["test"]["confusion"], classes)
+            share = np.asarray(counts, dtype=float) / np.sum(counts)
+            out.append(float(sum(share[i] * sens[f"sensitivity_{slug(k)}"] for i, k in enumerate(classes))))
+    return out
+
+
+def table(study: Study, runs_dir: str | Path) -> pd.DataFrame:
+    """One row per (partition, method, seed): test accuracy, balanced accuracy, COVID-19
+    sensitivity, and per-hospital accuracy (mean, worst, best). Local-only's accuracy is the
+    mean over its hospitals' own models (its "best" column says how the best one did)."""
+    rows = []
+    for name, partition, alpha, method, seed in cells(study):
+        run = results.load_run(Path(runs_dir) / name)
+        shown = study.partitions if method == "pooled" else [(partition, alpha)]
+        for p, a in shown:
+            test = run.final["test"]
+            row = {"partition": partition_label(p, a), "alpha": a, "method": method, "seed": seed,
+                   "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
+                   "covid19_sensitivity": test["sensitivity_covid19"]}
+            if method == "local":
+                row["best_hospital_model_accuracy"] = max(c["test"]["accuracy"] for c in run.final["per_client"])
+            if method != "pooled":
+                hosp = hospital_accuracies(run.final, p)
+                row.update(hospital_mean=float(np.mean(hosp)), hospital_worst=float(np.min(hosp)),
+                           hospital_best=float(np.max(hosp)), per_hospital=[round(h, 4) for h in hosp])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+METHOD_NAMES = {"pooled": "pooled", "local": "local-only (mean)", "fedavg": "FedAvg", "fedprox": "FedProx",
+                "fedadam": "FedAdam", "fedbn": "FedBN"}
+METRICS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy",
+           "covid19_sensitivity": "COVID-19 sensitivity"}
+
+
+def _mean_over_seeds(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    return df.groupby(["partition", "method"], sort=False)[column].mean().unstack("method")
+
+
+def fig_methods(df: pd.DataFrame, about: str):
+    """Accuracy, balanced accuracy and COVID-19 sensitivity per partition, one bar per method."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5.2 * len(METRICS), 3.6), sharey=True)
+    methods = list(dict.fromkeys(df["method"]))
+    for ax, (column, label) in zip(axes, METRICS.items(), strict=True):
+        values = _mean_over_seeds(df, column)[methods]
+        width = 0.8 / len(methods)
+        x = np.arange(len(values))
+        for i, m in enumerate(methods):
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[m], width, label=METHOD_NAMES[m])
+        ax.set_xticks(x, values.index, rotation=20)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.axhline(1 / 3, color="grey", lw=0.8, ls=":")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Methods under non-IID hospitals (dotted: chance)\n{about}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_alpha(df: pd.DataFrame, about: str):
+    """Test accuracy against the Dirichlet alpha (IID drawn at the right as alpha = inf)."""
+    import matplotlib.pyplot as plt
+
+    skew = df[df["partition"].str.startswith("dirichlet") | (df["partition"] == "iid")].copy()
+    largest = skew["alpha"].max(skipna=True)
+    iid_x = (largest if np.isfinite(largest) else 1.0) * 10
+    skew["x"] = skew["alpha"].fillna(iid_x)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for m in dict.fromkeys(skew["method"]):
+        line = skew[skew["method"] == m].groupby("x")["accuracy"].mean()
+        ax.plot(line.index, line.values, marker="o", label=METHOD_NAMES[m])
+    ax.set_xscale("log")
+    ticks = sorted(skew["x"].unique())
+    ax.set_xticks(ticks, [f"{t:g}" if t != iid_x else "IID" for t in ticks])
+    ax.set_xlabel("Dirichlet alpha (smaller: each hospital has fewer classes)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Accuracy against label skew\n{about}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_hospitals(df: pd.DataFrame, about: str):
+    """Per-hospital accuracy on its own patients, one panel per partition, against local-only."""
+    import matplotlib.pyplot as plt
+
+    hosp = df[df["method"] != "pooled"]
+    partitions = list(dict.fromkeys(hosp["partition"]))
+    fig, axes = plt.subplots(1, len(partitions), figsize=(3.4 * len(partitions), 3.6), sharey=True, squeeze=False)
+    for ax, p in zip(axes[0], partitions, strict=True):
+        rows = hosp[hosp["partition"] == p]
+        for i, (m, group) in enumerate(rows.groupby("method", sort=False)):
+            values = np.mean(np.stack(group["per_hospital"].map(np.asarray).to_list()), axis=0)
+            ax.plot(np.arange(len(values)) + (i - 2) * 0.06, values, marker="o", ls="" if m != "local" else "--",
+                    label=METHOD_NAMES[m])
+        ax.set_title(p, fontsize=10)
+        ax.set_xlabel("hospital")
+        ax.set_xticks(range(len(values)))
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("accuracy on its own patients")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Who gains from federation: each hospital's accuracy (dashed: alone)\n{about}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The main table: one row per partition, test accuracy (balanced accuracy) per method,
+    means over seeds."""
+    acc = _mean_over_seeds(df, "accuracy")
+    bal = _mean_over_seeds(df, "balanced_accuracy")
+    methods = [m for m in METHODS if m in acc.columns]
+    out = pd.DataFrame({METHOD_NAMES[m]: [f"{a:.3f} ({b:.3f})" for a, b in zip(acc[m], bal[m], strict=True)]
+                        for m in methods}, index=acc.index)
+    out.index.name = "partition"
+    return out.reset_index()
+
+
+def reading(df: pd.DataFrame) -> list[str]:
+    """Plain sentences computed from the table: per partition, the best federated method, its
+    gap to pooled training and to FedAvg, and how many hospitals did better alone."""
+    acc = _mean_over_seeds(df, "accuracy")
+    lines = []
+    for p in acc.index:
+        fed = acc.loc[p, [m for m in FEDERATED if m in acc.columns]]
+        best = fed.idxmax()
+        line = (f"{p}: best federated method {METHOD_NAMES[best]} {fed[best]:.3f} "
+                f"(FedAvg {acc.loc[p, 'fedavg']:.3f}")
+        if "pooled" in acc.columns:
+            line += f", pooled {acc.loc[p, 'pooled']:.3f}"
+        if "local" in acc.columns:
+            line += f", local-only mean {acc.loc[p, 'local']:.3f}"
+        rows = df[df["partition"] == p].groupby("method")["per_hospital"].first()
+        if "local" in rows and best in rows:
+            worse = sum(f < loc for f, loc in zip(rows[best], rows["local"], strict=True))
+            line += f"); with {METHOD_NAMES[best]}, {worse} of {len(rows['local'])} hospitals do worse than alone"
+        else:
+            line += ")"
+        lines.append(line + ".")
+    return lines
+
+
+def describe(runs_dir: str | Path, study: Study) -> str:
+    """One line for titles: data set, profile, image size, model and seeds (all read from the runs)."""
+    found = [results.load_run(Path(runs_dir) / name) for name, *_ in cells(study)]
+    results.check_one_dataset(found)
+    first = found[0]
+    size = first.config["image_size"]
+    seeds = sorted({r.seed for r in found})
+    seeds_text = f"1 seed ({seeds[0]})" if len(seeds) == 1 else f"mean over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+    return (f"{first.final['data_description']} · {first.model} · profile {first.config['profile']} · "
+            f"{size}×{size} px · {first.config['clients']} hospitals · {seeds_text}")
