@@ -1,5 +1,5 @@
 # make reproduce  - set up, then the quick reproduction on synthetic data
-# make test       - set up, then the test suite
+# make test       - set up, then lint (ruff check, ruff format --check) and the test suite
 # make lab        - JupyterLab on the notebooks
 # Every target is safe to run twice: setup reinstalls only when a requirements file changed.
 
@@ -29,6 +29,8 @@ reproduce: setup
 	$(BIN)/fedlib reproduce --profile $(PROFILE) --data $(DATA)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 lab: setup
