@@ -1,6 +1,6 @@
 # make reproduce  - set up, then the quick reproduction on synthetic data
 # make study      - set up, then the non-IID hospitals study (notebook 05_non_iid)
-# make test       - set up, then the test suite
+# make test       - set up, then lint (ruff check, ruff format --check) and the test suite
 # make lab        - JupyterLab on the notebooks
 # Every target is safe to run twice: setup reinstalls only when a requirements file changed.
 
@@ -33,6 +33,8 @@ study: setup
 	$(BIN)/fedlib study --profile $(PROFILE) --data $(DATA)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 lab: setup

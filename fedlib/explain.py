@@ -38,8 +38,9 @@ the native grid, where the map is defined, never on the upsampled picture:
   its pointing hit the share of cells that touch the lesion (a uniformly
   random maximal cell). A map beats chance when its numbers exceed these.
 
-Runs are found with ``fedlib.results`` (``<model>-<mode>-seed<seed>``); one
-report reads runs of one data set, profile and image size.
+Runs are found and their models loaded with ``fedlib.results``
+(``<model>-<mode>-seed<seed>``, ``Run.load_model``); one report reads runs of
+one data set, profile and image size.
 
 Figures are built on ``matplotlib.figure.Figure`` (not pyplot), so nothing is
 kept open between calls; a notebook shows them with ``display(fig)``.
@@ -64,16 +65,16 @@ from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from . import config, results, runs
+from . import results
 from .data.covidx import CLASSES
 from .data.resolve import Dataset, load_dataset
 from .data.synthetic import load_mask
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_batch
 from .errors import UserError
-from .models import DISPLAY_NAMES, build_model
+from .models import DISPLAY_NAMES
 from .models.registry import MIN_CAM_GRID, pick_cam_layer
 from .plots import save_table, write_figure
-from .train import derive_seed, pick_hardware
+from .train import derive_seed
 
 MODES = ("fedavg", "central")  # the paper's two rows: trained with FL, and without (pooled)
 ROW_TITLES = {"fedavg": "with FL (FedAvg)", "central": "without FL (pooled)", "local": "local only"}
@@ -383,7 +384,7 @@ def localisation_table(run_list: Iterable, split: str = "test", device: str = "a
     results.check_one_dataset(run_list)
     rows, masks_memo = [], {}
     for run in run_list:
-        model, cfg, _ = load_run(run.path, device)
+        model, cfg = run.load_model(device), run.train_config
         layer, grid = pick_cam_layer(cfg.model, cfg.image_size, min_grid)
         data = load_dataset(cfg, progress=False)
         key = (str(data.root), split)
@@ -508,31 +509,6 @@ def _as_run(run) -> results.Run:
     return run if isinstance(run, results.Run) else results.load_run(run)
 
 
-def _read_config(run_dir: Path) -> config.TrainConfig:
-    path = run_dir / "config.json"
-    return config.TrainConfig(**config.from_dict(runs.read_json(path), source=str(path)))
-
-
-def load_run(run_dir, device: str = "auto") -> tuple[nn.Module, config.TrainConfig, dict]:
-    """The final model of a finished run (in eval mode, on the picked device),
-    its TrainConfig and its final.json. run_dir: a directory or a ``results.Run``."""
-    run_dir = Path(run_dir.path if isinstance(run_dir, results.Run) else run_dir)
-    if not (run_dir / "config.json").is_file() or not runs.is_finished(run_dir):
-        raise UserError(f"{run_dir} holds no finished run; train it first "
-                        f"(`fedlib train --out {run_dir}` or `fedlib reproduce`).")
-    cfg = _read_config(run_dir)
-    if cfg.mode == "local":
-        raise UserError(f"{run_dir} is a local-only run with one model per client; "
-                        "explain a fedavg or central run instead.")
-    checkpoint = runs.load_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"{run_dir} has no checkpoints/last.pt; train it again with --overwrite.")
-    final = runs.read_json(run_dir / "final.json")
-    model = build_model(cfg.model, num_classes=len(final.get("classes", (0, 1, 2))), norm=cfg.model_norm)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(pick_hardware(device).device).eval(), cfg, final
-
-
 def _split(data: Dataset, split: str):
     if split == "test":
         return data.test_images, data.test_labels, data.test_records
@@ -650,15 +626,14 @@ def paper_figures(run_map: dict, models, figures_dir, seed: int | None = 0, file
     run_map = {key: _as_run(r) for key, r in run_map.items()}
     results.check_one_dataset(list(run_map.values()))
     seed = 0 if seed is None else int(seed)
-    first = _read_config(next(iter(run_map.values())).path)
-    data = load_dataset(first, progress=False)
+    data = load_dataset(next(iter(run_map.values())).train_config, progress=False)
     _, labels, records = _split(data, split)
     chosen = [records[i] for i in pick_images(records, labels, seed, filenames=filenames)]
 
     panels: dict[str, dict] = {r.filename: {} for r in chosen}
     train_seeds = set()
     for (name, mode), run in run_map.items():
-        model, cfg, _ = load_run(run.path, device)
+        model, cfg = run.load_model(device), run.train_config
         train_seeds.add(cfg.seed)
         run_data = load_dataset(cfg, progress=False)
         images, _, run_records = _split(run_data, split)
@@ -693,8 +668,8 @@ def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int =
                 device: str = "auto") -> Path:
     """Grad-CAM++ of one run (``fedlib explain``): each chosen image above its map,
     captioned with the predicted class and probability; returns the written file."""
-    run_dir = Path(run_dir)
-    model, cfg, final = load_run(run_dir, device)
+    run = results.load_run(run_dir)
+    model, cfg = run.load_model(device), run.train_config
     data = load_dataset(cfg, progress=False)
     arrays, labels, records = _split(data, split)
     idx = pick_images(records, labels, seed, filenames=images)
@@ -713,8 +688,8 @@ def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int =
         _show(axes[1][c], panel, data.classes)
     outline = " (white outline: true lesion)" if data.synthetic else ""
     block = _layer_note(panels[0]) if panels else pick_cam_layer(cfg.model, cfg.image_size)[0]
-    about = final.get("data_description") or data.description
+    about = run.final.get("data_description") or data.description
     fig.suptitle(f"Grad-CAM++ of {DISPLAY_NAMES[cfg.model]}, {ROW_TITLES.get(cfg.mode, cfg.mode)}"
                  f"{outline}\n{about}, profile {cfg.profile}, {cfg.image_size} px input; training seed "
                  f"{cfg.seed}, image seed {seed}\nblock {block} ({LAYER_RULE})", fontsize=10)
-    return save_figure(fig, Path(out) if out is not None else run_dir / "gradcam.png")
+    return save_figure(fig, Path(out) if out is not None else run.path / "gradcam.png")

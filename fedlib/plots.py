@@ -64,12 +64,6 @@ TITLE_WIDTH = 120  # characters per title line before it wraps (long lists of mi
 # ---------------------------------------------------------------- describing runs
 
 
-def load_history(run: str | Path) -> pd.DataFrame:
-    """``history.csv`` of one run directory as a data frame (empty when absent)."""
-    path = Path(run) / "history.csv"
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
-
-
 def seeds_phrase(runs: Sequence[Run]) -> str:
     """How many seeds stand behind each number: "1 seed (seed 0)", "mean ± sd over 3 seeds
     (0, 1, 2)", or the range when models and modes got different numbers of seeds."""

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, results, runs
+from . import config, results
 from .errors import UserError
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -112,24 +112,13 @@ def output_dirs(profile: str, data: DataSet, profile_synthetic: bool) -> tuple[P
 def config_differences(run_dir, wanted: dict) -> list[str]:
     """Keys in which ``run_dir``'s config.json differs from ``wanted`` (the hardware aside);
     [] when they agree or when there is no config.json."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
+    if not (Path(run_dir) / "config.json").is_file():
         return []
-    saved = _read_config(path)
+    saved = results.load_run(run_dir, finished=False).config
     ignored = set(HARDWARE_KEYS)
     if saved.get("data_fingerprint") is not None and saved.get("data_fingerprint") == wanted.get("data_fingerprint"):
         ignored |= set(LOCATION_KEYS)
     return [k for k in results.config_differences(saved, wanted) if k not in ignored]
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); retrain that run with --force.") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} does not hold a config; retrain that run with --force.")
-    return saved
 
 
 def _value(v) -> str:
@@ -139,7 +128,7 @@ def _value(v) -> str:
 
 def mismatch_message(run_dir, keys: Sequence[str], wanted: dict, others: int = 0) -> str:
     """The one sentence that stops a reproduction at a run trained with another config."""
-    saved = _read_config(Path(run_dir) / "config.json")
+    saved = results.load_run(run_dir, finished=False).config
     shown = "; ".join(f"{k}: {_value(saved.get(k))} in the run, {_value(wanted.get(k))} now" for k in keys[:4])
     if len(keys) > 4:
         shown += f"; and {len(keys) - 4} more key(s)"
@@ -221,7 +210,7 @@ def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False,
     action = decide(out, wanted_config(cfg, data_set(cfg, progress)), force=force)
     if action == "reuse":
         print(f"{out} has finished with this config (final.json exists): not retraining; pass force=True to retrain.")
-        return runs.read_json(out / "final.json")
+        return results.load_run(out).final
     resume = action == "resume"
     if resume:
         print(f"{out} has this config but no final.json: resuming from its last checkpoint.")

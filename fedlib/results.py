@@ -1,15 +1,16 @@
 """Run folders as data: the one place that knows how a reproduction names its runs
-and how to read them back (config, history, final metrics).
+and how to read them back (config, history, final metrics, per-client rows, the
+trained model).
 
 ``fedlib reproduce`` writes ``<runs_dir>/<model>-<mode>-seed<seed>/``; plots,
-Grad-CAM++ and the notebooks read them through ``find_runs``. A set of runs
+Grad-CAM++ and the notebooks read them through ``find_runs`` and ``load_run``
+(``finished=False`` also opens a run that is still training). A set of runs
 that mixes data sets or profiles cannot be drawn into one figure:
 ``check_one_dataset`` refuses it with one sentence naming the odd run.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,9 +18,14 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
 
+from .config import TrainConfig, from_dict
 from .errors import UserError
 from .metrics import at_chance, chance_level, slug, summarize_confusion
+from .models import build_model
+from .runs import load_checkpoint, read_json
+from .train import pick_hardware
 
 # What must agree between runs drawn into one figure or table: the data (and the part of
 # it trained and tested on), the profile and the image size.
@@ -37,9 +43,12 @@ def run_name(model: str, mode: str, seed: int) -> str:
 
 @dataclass
 class Run:
+    """One run folder, read back: config.json and final.json as dicts (final is {} while the
+    run trains), history.csv and clients.csv as data frames (read once, on first use)."""
+
     path: Path
     config: dict  # config.json
-    final: dict  # final.json
+    final: dict  # final.json; {} for an unfinished run
 
     @property
     def model(self) -> str:
@@ -53,28 +62,69 @@ class Run:
     def seed(self) -> int:
         return int(self.config["seed"])
 
+    @property
+    def finished(self) -> bool:
+        return is_finished(self.path)
+
     @cached_property
     def history(self) -> pd.DataFrame:
-        path = self.path / "history.csv"
-        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+        """history.csv: one row per round (federated) or epoch (pooled, local); empty when absent."""
+        return _read_csv(self.path / "history.csv")
+
+    @cached_property
+    def clients(self) -> pd.DataFrame:
+        """clients.csv, one row per client and attempt of a round: round, attempt, client, status
+        ("used" or "dropped"), reason, num_examples, train_loss and any per-client metric
+        (e.g. epsilon); empty when absent (pooled runs, runs of an older fedlib)."""
+        return _read_csv(self.path / "clients.csv")
+
+    @cached_property
+    def train_config(self) -> TrainConfig:
+        """config.json as the TrainConfig the run was trained with."""
+        return TrainConfig(**from_dict(self.config, source=str(self.path / "config.json")))
+
+    def load_model(self, device: str = "cpu") -> nn.Module:
+        """The model of the last checkpoint (the final model of a finished run) in eval mode, on
+        ``device`` (auto, cpu, cuda, as ``--device``). Local-only runs, one model per client, have none."""
+        if self.mode == "local":
+            raise UserError(f"{self.path} is a local-only run with one model per client; "
+                            "explain a fedavg or central run instead.")
+        checkpoint = load_checkpoint(self.path)
+        if checkpoint is None:
+            raise UserError(f"{self.path} has no checkpoints/last.pt; train it again with --overwrite.")
+        cfg = self.train_config
+        model = build_model(cfg.model, num_classes=len(self.final.get("classes", (0, 1, 2))), norm=cfg.model_norm)
+        model.load_state_dict(checkpoint["model"])
+        return model.to(pick_hardware(device).device).eval()
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
 
 def is_finished(run_dir) -> bool:
     return (Path(run_dir) / "final.json").is_file() and (Path(run_dir) / "config.json").is_file()
 
 
-def load_run(run_dir) -> Run:
-    """A finished run; an unfinished or foreign folder is a UserError."""
+def load_run(run_dir, finished: bool = True) -> Run:
+    """The run in ``run_dir``. A folder without final.json is a UserError, unless ``finished``
+    is False: a run still training (or stopped) opens with its config and history so far."""
     run_dir = Path(run_dir)
-    if not is_finished(run_dir):
+    if finished and not is_finished(run_dir):
         raise UserError(f"{run_dir} holds no finished run (no final.json); train it first "
                         f"(`fedlib train --out {run_dir}` or `fedlib reproduce`).")
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} holds no run (no config.json); train it first "
+                        f"(`fedlib train --out {run_dir}` or `fedlib reproduce`).")
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-        final = json.loads((run_dir / "final.json").read_text())
+        config = read_json(run_dir / "config.json")
+        final = read_json(run_dir / "final.json") if (run_dir / "final.json").is_file() else {}
     except (OSError, ValueError) as exc:
         raise UserError(f"{run_dir} has an unreadable config.json or final.json ({exc}); "
-                        "train it again with --overwrite.") from None
+                        "train it again with --overwrite (--force in `fedlib reproduce`).") from None
+    if not isinstance(config, dict) or not isinstance(final, dict):
+        raise UserError(f"{run_dir} has a config.json or final.json that is not a mapping; "
+                        "train it again with --overwrite (--force in `fedlib reproduce`).")
     return Run(run_dir, config, final)
 
 

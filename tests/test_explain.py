@@ -294,9 +294,9 @@ def test_pick_images_rejects_an_unknown_file_name():
         explain.pick_images(_records(labels), labels, 0, filenames=["img0.png", "nope.png"])
 
 
-def test_load_run_on_a_missing_dir_says_train_it(tmp_path):
+def test_explain_run_on_a_missing_dir_says_train_it(tmp_path):
     with pytest.raises(UserError, match="train it first"):
-        explain.load_run(tmp_path / "resnet18-fedavg-seed0")
+        explain.explain_run(tmp_path / "resnet18-fedavg-seed0")
 
 
 def test_figure_stems_follow_the_class_order():
@@ -383,7 +383,7 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
     most (inside) or least (outside) lesion-covered cell: loading, masks,
     pooling and scoring are the library's."""
     selection = explain.select_runs(smoke_runs / "runs", ["resnet18", "mobilenet_v2"], [0])
-    cfg = explain._read_config(selection.runs[0].path)
+    cfg = selection.runs[0].train_config
     data = load_dataset(cfg, progress=False)
     lesion = [i for i, r in enumerate(data.test_records)
               if data.classes[r.label] != "normal" and load_mask(data.root, "test", r.filename).any()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from fabricate import MAJORITY, diagonal, history, write_run
 
 from fedlib import results
@@ -104,3 +105,60 @@ def test_sample_passes_fall_back_to_final_json_without_history(tmp_path):
 ])
 def test_pooled_budget_rule_says_how_many_epochs(config, rule):
     assert results.pooled_budget_rule(config) == rule
+
+
+# ---------------------------------------------------------------- one run folder
+
+
+def test_load_run_reads_clients_csv_long_format_and_an_empty_table_without_it(tmp_path):
+    path = write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)))
+    assert results.load_run(path).clients.empty  # pooled runs and older runs have none
+    (path / "clients.csv").write_text(
+        "round,attempt,client,status,reason,num_examples,train_loss,epsilon\n"
+        "1,1,0,used,,16,0.9,1.5\n1,1,2,dropped,raised RuntimeError,16,,\n1,2,1,used,,16,0.8,1.5\n")
+    clients = results.load_run(path).clients
+    assert list(clients.columns[:7]) == ["round", "attempt", "client", "status", "reason", "num_examples",
+                                         "train_loss"]
+    assert clients.groupby("status")["client"].apply(list).to_dict() == {"dropped": [2], "used": [0, 1]}
+    assert clients["epsilon"].dropna().tolist() == [1.5, 1.5]
+
+
+def test_load_run_opens_an_unfinished_run_only_when_asked(tmp_path):
+    path = write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
+                     rows=history([1.0], 32))
+    (path / "final.json").unlink()  # still training after round 1
+    with pytest.raises(UserError, match="no finished run .*train it first"):
+        results.load_run(path)
+    run = results.load_run(path, finished=False)
+    assert run.final == {} and not run.finished and run.config["model"] == "resnet18"
+    assert run.history["round"].tolist() == [1]
+    with pytest.raises(UserError, match="holds no run"):
+        results.load_run(tmp_path / "nothing", finished=False)
+
+
+@pytest.mark.parametrize("text, words", [("{not json", "unreadable config.json"), ("[1, 2]", "not a mapping")])
+def test_load_run_refuses_a_damaged_config_in_one_sentence(tmp_path, text, words):
+    path = write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)))
+    (path / "config.json").write_text(text)
+    for finished in (True, False):
+        with pytest.raises(UserError, match=words):
+            results.load_run(path, finished=finished)
+
+
+def test_load_model_returns_the_checkpointed_model_in_eval_mode(tmp_path):
+    from fedlib.models import build_model
+    from fedlib.runs import save_checkpoint
+
+    path = write_run(tmp_path, "mobilenet_v2", "fedavg", 0, test=diagonal((4, 4, 4)))
+    run = results.load_run(path)
+    with pytest.raises(UserError, match="no checkpoints/last.pt"):
+        run.load_model()
+    trained = build_model("mobilenet_v2", num_classes=3, norm=run.train_config.model_norm)
+    save_checkpoint(path, {"model": trained.state_dict()})
+    model = run.load_model()
+    assert not model.training and run.train_config.model == "mobilenet_v2"
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    local = results.load_run(write_run(tmp_path, "mobilenet_v2", "local", 0, test=diagonal((4, 4, 4))))
+    with pytest.raises(UserError, match="local-only run"):
+        local.load_model()
