@@ -15,20 +15,17 @@ splits it (``num-partitions`` parts; trying it on one machine).
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Iterator
 from logging import ERROR
 from pathlib import Path
 
-import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
-from torch import nn
 
 from .. import client, config, experiment, runner
 from ..config import TrainConfig
@@ -43,6 +40,7 @@ from .messages import (
     train_request,
     update_reply,
 )
+from .site import load_site, site_id
 
 REPLY_TIMEOUT = 3600.0  # seconds a round waits for its sites when --client-timeout is not given
 NODE_WAIT = 300.0  # seconds the server waits for every site's SuperNode to connect
@@ -50,31 +48,6 @@ ERROR_MARK = "fedlib: error: "  # how the ServerApp's log tells `fedlib train` w
 
 
 # ---- the site ---------------------------------------------------------------------------------
-
-def site_id(node_config) -> tuple[int, int | None]:
-    """(fedlib client id, number of partitions or None) from a SuperNode's node config."""
-    if "partition-id" not in node_config:
-        raise UserError("the SuperNode's --node-config has no partition-id; give each site "
-                        "partition-id=<its client number, 0 to K-1>.")
-    parts = node_config.get("num-partitions") if "data-dir" not in node_config else None
-    return int(node_config["partition-id"]), None if parts is None else int(parts)
-
-
-@functools.lru_cache(maxsize=1)
-def _site(train_config: str, node_config: str) -> tuple[experiment.Experiment, np.ndarray, nn.Module]:
-    """The site's data, its training indices and a model, loaded once per process and run."""
-    cfg, nodes = TrainConfig(**json.loads(train_config)), json.loads(node_config)
-    client_id, parts = site_id(nodes)
-    if "data-dir" in nodes:  # a hospital: all of its own training split
-        cfg = config.replace(cfg, data=str(nodes["data-dir"]), clients=1, partition="iid", subset=None)
-        client_id = 0
-    elif parts is not None and parts != cfg.clients:
-        raise UserError(f"this SuperNode has num-partitions={parts} but the run has {cfg.clients} "
-                        "clients; start one SuperNode per client.")
-    # The run directory is the server's; a site writes nothing.
-    exp = experiment.setup(cfg, Path("."), progress=False)
-    return exp, exp.parts[client_id], exp.new_model()
-
 
 client_app = ClientApp(mods=[secagg.route])  # SecAgg+ messages take their own path (--secagg)
 
@@ -96,7 +69,7 @@ def train(msg: Message, context: Context) -> Message:
         if site_id(context.node_config)[0] != client_id:
             raise UserError(f"this SuperNode serves client {site_id(context.node_config)[0]}, "
                             f"not client {client_id}")
-        exp, indices, model = _site(json.dumps(config.to_dict(cfg)),
+        exp, indices, model = load_site(json.dumps(config.to_dict(cfg)),
                                     json.dumps(dict(context.node_config), sort_keys=True))
         model.load_state_dict(state)
         update, _ = client.fit(model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw,

@@ -44,6 +44,7 @@ from .. import client
 from ..client import Update
 from ..config import TrainConfig, to_dict
 from ..federated import ClientResult
+from .site import load_site
 
 CLIP = 1024.0  # |value| bound before quantisation: covers BatchNorm running variances
 QUANT = 2**28  # quantisation levels; the modulus 2**32 leaves room to add 16 sites
@@ -72,13 +73,11 @@ def to_state(arrays: list[np.ndarray], like: dict[str, torch.Tensor]) -> dict[st
 
 def _train(msg: Message, context: Context) -> Message:
     """One local update, in the legacy FitIns/FitRes form that ``secaggplus_mod`` masks."""
-    from .apps import _site
-
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     task = fitins.config
     cfg = TrainConfig(**json.loads(str(task["train-config"])))
     round_idx, attempt, client_id = int(task["round"]), int(task["attempt"]), int(task["client"])
-    exp, indices, model = _site(json.dumps(to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True))
+    exp, indices, model = load_site(json.dumps(to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True))
     model.load_state_dict(to_state(parameters_to_ndarrays(fitins.parameters), model.state_dict()))
     update, _ = client.fit(model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw,
                            round_idx, client_id, attempt)
