@@ -82,15 +82,19 @@ def main() -> None:
         images, _, _ = load_split_arrays(root, "train", args.image_size, cache_dir=Path(tmp) / "cache", progress=False)
         build_time = time.perf_counter() - start
         for _ in range(args.epochs):
-            images, _, _ = load_split_arrays(root, "train", args.image_size, cache_dir=Path(tmp) / "cache", progress=False)
+            images, _, _ = load_split_arrays(
+                root, "train", args.image_size, cache_dir=Path(tmp) / "cache", progress=False
+            )
             read_all(images)
         cached_time = time.perf_counter() - start
         read_time = (cached_time - build_time) / args.epochs
 
     print(f"decode every epoch: {decode_time:8.2f} s  ({decode_time / args.epochs:.2f} s/epoch)")
     print(f"cached:             {cached_time:8.2f} s  (build {build_time:.2f} s, then {read_time:.3f} s/epoch)")
-    print(f"speed-up over {args.epochs} epochs: {decode_time / cached_time:.1f}x; "
-          f"per epoch once built: {decode_time / args.epochs / read_time:.0f}x")
+    print(
+        f"speed-up over {args.epochs} epochs: {decode_time / cached_time:.1f}x; "
+        f"per epoch once built: {decode_time / args.epochs / read_time:.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -34,14 +34,19 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for weight in ("none", "balanced"):
-            cfg = config.resolve("quick", model="resnet18", mode="fedavg", seed=seed, class_weight=weight,
-                                 **COVIDX_MIX)
+            cfg = config.resolve("quick", model="resnet18", mode="fedavg", seed=seed, class_weight=weight, **COVIDX_MIX)
             out = Path(args.runs_dir) / f"resnet18-fedavg-{weight}-seed{seed}"
             final = runs.read_json(out / "final.json") if runs.is_finished(out) else run(cfg, out, overwrite=True)
             test = final["test"]
-            rows.append({"class_weight": weight, "seed": seed, "accuracy": test["accuracy"],
-                         "balanced_accuracy": test["balanced_accuracy"],
-                         "covid19_sensitivity": test[f"sensitivity_{slug('COVID-19')}"]})
+            rows.append(
+                {
+                    "class_weight": weight,
+                    "seed": seed,
+                    "accuracy": test["accuracy"],
+                    "balanced_accuracy": test["balanced_accuracy"],
+                    "covid19_sensitivity": test[f"sensitivity_{slug('COVID-19')}"],
+                }
+            )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     means = table.groupby("class_weight", sort=False)[["accuracy", "balanced_accuracy", "covid19_sensitivity"]].mean()
@@ -51,7 +56,8 @@ def main() -> None:
         f"ResNet18 FedAvg, quick profile (64 px, 12 rounds), SYNTHETIC chest X-rays with COVIDx v3's class "
         f"shares (1200 train / 600 test images, 2% COVID-19), test set; {len(args.seeds)} seed(s) "
         f"({', '.join(map(str, args.seeds))}). Command: python benchmarks/class_weight.py --seeds "
-        f"{' '.join(map(str, args.seeds))}.")
+        f"{' '.join(map(str, args.seeds))}."
+    )
     plots.save_table(table, args.figures_dir, "table_class_weight")
     print(plots.markdown_table(table))
 

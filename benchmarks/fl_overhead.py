@@ -28,8 +28,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--data-dir", default="data")
     args = ap.parse_args()
-    common = dict(model=args.model, clients=args.clients, local_epochs=1, rounds=args.rounds,
-                  eval_every=args.rounds, data_dir=args.data_dir)
+    common = dict(
+        model=args.model,
+        clients=args.clients,
+        local_epochs=1,
+        rounds=args.rounds,
+        eval_every=args.rounds,
+        data_dir=args.data_dir,
+    )
     fed = config.resolve("quick", mode="fedavg", fraction=1.0, **common)
     pooled = config.resolve("quick", mode="central", central_epochs=args.rounds, **common)
     times: dict[str, list[float]] = {"fedavg": [], "pooled": []}

@@ -35,8 +35,11 @@ def main() -> None:
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--data-dir", default="data")
-    ap.add_argument("--stock-supernodes", action="store_true",
-                    help="plain flower-supernode (a new ClientApp process per message, 3 s polling)")
+    ap.add_argument(
+        "--stock-supernodes",
+        action="store_true",
+        help="plain flower-supernode (a new ClientApp process per message, 3 s polling)",
+    )
     args = ap.parse_args()
     cfg = config.resolve("quick", model=args.model, rounds=args.rounds, data_dir=args.data_dir)
     times: dict[str, float] = {}
@@ -51,18 +54,18 @@ def main() -> None:
         times["flower-sim"] = time.perf_counter() - start
         start = time.perf_counter()
         with LocalFederation(cfg.clients, tmp / "federation", warm=not args.stock_supernodes) as fed:
-            run_flower(config.replace(cfg, engine="flower"), tmp / "flower", progress=False,
-                       superlink=fed.address)
+            run_flower(config.replace(cfg, engine="flower"), tmp / "flower", progress=False, superlink=fed.address)
         times["flower"] = time.perf_counter() - start
         diffs = {e: max_difference(tmp / "inprocess", tmp / e) for e in ("flower-sim", "flower")}
-    print(f"model {args.model}, quick profile, {cfg.clients} clients, {cfg.clients_per_round} per round, "
-          f"{args.rounds} rounds, {'stock' if args.stock_supernodes else 'warm'} SuperNodes")
+    print(
+        f"model {args.model}, quick profile, {cfg.clients} clients, {cfg.clients_per_round} per round, "
+        f"{args.rounds} rounds, {'stock' if args.stock_supernodes else 'warm'} SuperNodes"
+    )
     for engine, seconds in times.items():
         print(f"{engine:<11} wall {seconds:8.2f} s")
     print(f"ratio flower-sim / inprocess = {times['flower-sim'] / times['inprocess']:.3f}  (target <= 1.15)")
     print(f"ratio flower     / inprocess = {times['flower'] / times['inprocess']:.3f}  (target <= 1.3)")
-    print("largest weight difference to in-process: "
-          + ", ".join(f"{e} {d:.3g}" for e, d in diffs.items()))
+    print("largest weight difference to in-process: " + ", ".join(f"{e} {d:.3g}" for e, d in diffs.items()))
 
 
 if __name__ == "__main__":

@@ -36,12 +36,34 @@ def throughput(name: str, amp: bool, steps: int, batch: int = 10, size: int = 22
     images = np.random.default_rng(0).integers(0, 255, (batch * steps, s, s, 3), dtype=np.uint8)
     labels = np.random.default_rng(1).integers(0, 3, batch * steps).astype(np.int64)
     idx = np.arange(batch * 3)
-    local_train(model, images, labels, idx, epochs=1, batch_size=batch, lr=2e-5, weight_decay=1e-7,
-                image_size=size, seed=0, hw=hw)  # warm-up: cuDNN autotuning, allocations
+    local_train(
+        model,
+        images,
+        labels,
+        idx,
+        epochs=1,
+        batch_size=batch,
+        lr=2e-5,
+        weight_decay=1e-7,
+        image_size=size,
+        seed=0,
+        hw=hw,
+    )  # warm-up: cuDNN autotuning, allocations
     torch.cuda.synchronize()
     start = time.perf_counter()
-    local_train(model, images, labels, np.arange(len(labels)), epochs=1, batch_size=batch, lr=2e-5,
-                weight_decay=1e-7, image_size=size, seed=0, hw=hw)
+    local_train(
+        model,
+        images,
+        labels,
+        np.arange(len(labels)),
+        epochs=1,
+        batch_size=batch,
+        lr=2e-5,
+        weight_decay=1e-7,
+        image_size=size,
+        seed=0,
+        hw=hw,
+    )
     torch.cuda.synchronize()
     return len(labels) / (time.perf_counter() - start)
 
@@ -59,14 +81,19 @@ def main() -> None:
             cfg = config.resolve("quick", model="resnet18", device="cuda", amp=amp, data_dir=data_dir)
             start = time.perf_counter()
             final = run(cfg, f"{tmp}/quick-amp{amp}", progress=False)
-            print(f"quick FedAvg resnet18 on CUDA, amp={amp}: test accuracy {final['test']['accuracy']:.3f}, "
-                  f"train accuracy {final['train']['accuracy']:.3f}, {time.perf_counter() - start:.1f} s")
+            print(
+                f"quick FedAvg resnet18 on CUDA, amp={amp}: test accuracy {final['test']['accuracy']:.3f}, "
+                f"train accuracy {final['train']['accuracy']:.3f}, {time.perf_counter() - start:.1f} s"
+            )
     print(f"{'model':<18}{'img/s amp':>10}{'img/s fp32':>11}{'FedAvg h':>10}{'pooled h':>10}")
     for name in PAPER_MODELS:
         fast = throughput(name, True, args.steps)
         slow = throughput(name, False, args.steps)
-        print(f"{name:<18}{fast:>10.0f}{slow:>11.0f}{FED_PASSES / fast / 3600:>10.2f}"
-              f"{POOLED_PASSES / fast / 3600:>10.2f}", flush=True)
+        print(
+            f"{name:<18}{fast:>10.0f}{slow:>11.0f}{FED_PASSES / fast / 3600:>10.2f}"
+            f"{POOLED_PASSES / fast / 3600:>10.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

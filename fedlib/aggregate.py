@@ -75,6 +75,8 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     return acc.result()
 
 
-def fedavg(states: Sequence[Mapping[str, torch.Tensor]], num_examples: Sequence[int], mode: str = "weighted") -> dict[str, torch.Tensor]:
+def fedavg(
+    states: Sequence[Mapping[str, torch.Tensor]], num_examples: Sequence[int], mode: str = "weighted"
+) -> dict[str, torch.Tensor]:
     """FedAvg of client state dicts: ``weighted`` by sample count or ``uniform``."""
     return weighted_average(states, client_weights(num_examples, mode))

@@ -39,10 +39,18 @@ class Epochs:
     def step(self, e: int) -> dict:
         cfg, d = self.exp.cfg, self.exp.data
         res = local_train(
-            self.model, d.train_images, d.train_labels, self.indices,
-            epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            image_size=cfg.image_size, seed=derive_seed(cfg.seed, "train", e, self.client or 0),
-            hw=self.exp.hw, optimizer_state=self.opt_state,
+            self.model,
+            d.train_images,
+            d.train_labels,
+            self.indices,
+            epochs=1,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            image_size=cfg.image_size,
+            seed=derive_seed(cfg.seed, "train", e, self.client or 0),
+            hw=self.exp.hw,
+            optimizer_state=self.opt_state,
             class_weight=class_weights(cfg, d.train_labels[self.indices], len(d.classes)),
         )
         self.opt_state = res.optimizer_state
@@ -71,13 +79,31 @@ def run_local(exp: Experiment, checkpoint: dict | None, history: list[dict]) -> 
     for c in range(first, len(exp.parts)):
         start = checkpoint if c == first else None
         trainer = Epochs(exp, exp.parts[c], c, start)
-        train_loop(exp, trainer, epochs, history, desc=f"local client {c} {exp.cfg.model}", checkpoint=start,
-                   key={"client": c}, extra={"finished": done})
+        train_loop(
+            exp,
+            trainer,
+            epochs,
+            history,
+            desc=f"local client {c} {exp.cfg.model}",
+            checkpoint=start,
+            key={"client": c},
+            extra={"finished": done},
+        )
         done[c] = exp.final_metrics(trainer.model, exp.parts[c])
         state = cpu_state(trainer.model)
         runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", state)
         # Mark the client finished in a checkpoint, so a resume does not train it again.
-        runs.save_checkpoint(exp.run_dir, {"client": c, "epoch": epochs, "sample_passes": 0, "model": state,
-                                           "optimizer": None, "wall_time": exp.elapsed(),
-                                           "history_rows": len(history), "finished": done})
+        runs.save_checkpoint(
+            exp.run_dir,
+            {
+                "client": c,
+                "epoch": epochs,
+                "sample_passes": 0,
+                "model": state,
+                "optimizer": None,
+                "wall_time": exp.elapsed(),
+                "history_rows": len(history),
+                "finished": done,
+            },
+        )
     return mean_over_clients([done[c] for c in range(len(exp.parts))])

@@ -28,16 +28,25 @@ def _layout_args(p: argparse.ArgumentParser) -> None:
 def _layout(args):
     from .data.covidx import Layout
 
-    given = {k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")
-             if getattr(args, k) is not None}
+    given = {
+        k: getattr(args, k)
+        for k in ("train_split", "test_split", "train_dir", "test_dir")
+        if getattr(args, k) is not None
+    }
     return Layout(**given)
 
 
 def cmd_synth(args) -> None:
     from .data.synthetic import SynthConfig, write_synthetic
 
-    cfg = SynthConfig(n_train=args.n_train, n_test=args.n_test, size=args.size, seed=args.seed,
-                      sources=args.sources, class_mix=args.class_mix)
+    cfg = SynthConfig(
+        n_train=args.n_train,
+        n_test=args.n_test,
+        size=args.size,
+        seed=args.seed,
+        sources=args.sources,
+        class_mix=args.class_mix,
+    )
     summary = write_synthetic(args.out, cfg, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote SYNTHETIC chest X-rays to {args.out}")
     print(json.dumps(summary, indent=2, default=str))
@@ -61,9 +70,11 @@ def cmd_data_summary(args) -> None:
         if rep["lines"]:  # real releases have them; the counts above are of distinct images
             shown = ", ".join(rep["first"]) + (" ..." if rep["images"] > len(rep["first"]) else "")
             other = f", {rep['other_patient_id']} of them with another patient id" if rep["other_patient_id"] else ""
-            print(f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
-                  f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
-                  file=sys.stderr)
+            print(
+                f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
+                f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(summary, indent=2))
         return
@@ -144,14 +155,23 @@ def cmd_train(args) -> None:
     from .launch import run
 
     cfg = train_config(args)
-    final = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                superlink=args.superlink, root_certificates=args.root_certificates)
+    final = run(
+        cfg,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        superlink=args.superlink,
+        root_certificates=args.root_certificates,
+    )
     _print_final(final, args.out)
 
 
 def _print_final(final: dict, out: str) -> None:
-    print(f"{final['model']} {final['mode']}: train accuracy {final['train']['accuracy']:.4f}, "
-          f"test accuracy {final['test']['accuracy']:.4f} on {final['data_description']}")
+    print(
+        f"{final['model']} {final['mode']}: train accuracy {final['train']['accuracy']:.4f}, "
+        f"test accuracy {final['test']['accuracy']:.4f} on {final['data_description']}"
+    )
     print(f"run directory: {out}")
 
 
@@ -159,11 +179,20 @@ def cmd_flower_local(args) -> None:
     from .flower.engine import run_local
 
     if not args.keep_up and args.out is None:
-        raise UserError("fedlib flower-local needs --out (the run directory), or --keep-up to only start "
-                        "the SuperLink and SuperNodes.")
+        raise UserError(
+            "fedlib flower-local needs --out (the run directory), or --keep-up to only start "
+            "the SuperLink and SuperNodes."
+        )
     args.engine = args.engine or "flower"  # what flower-local runs, so --secagg validates
-    final = run_local(train_config(args), args.out, keep_up=args.keep_up, workdir=args.workdir,
-                      resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    final = run_local(
+        train_config(args),
+        args.out,
+        keep_up=args.keep_up,
+        workdir=args.workdir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     if final is not None:
         _print_final(final, args.out)
 
@@ -183,9 +212,20 @@ def cmd_reproduce(args) -> None:
     passed = ("train_split", "test_split", "train_dir", "test_dir", "val_fraction", "class_weight", "pooled_budget")
     overrides = {k: getattr(args, k) for k in passed if getattr(args, k) is not None}
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
-    reproduce(profile=args.profile, data=args.data, models=args.models, modes=args.modes, seeds=seeds,
-              force=args.force, runs_dir=args.runs_dir, figures_dir=args.figures_dir,
-              reports_dir=args.reports_dir, device=args.device, progress=not args.quiet, overrides=overrides)
+    reproduce(
+        profile=args.profile,
+        data=args.data,
+        models=args.models,
+        modes=args.modes,
+        seeds=seeds,
+        force=args.force,
+        runs_dir=args.runs_dir,
+        figures_dir=args.figures_dir,
+        reports_dir=args.reports_dir,
+        device=args.device,
+        progress=not args.quiet,
+        overrides=overrides,
+    )
 
 
 def cmd_study(args) -> None:
@@ -195,8 +235,14 @@ def cmd_study(args) -> None:
 
     runs_dir = args.runs_dir or f"runs/study/{args.profile}"
     report = Path(args.report or f"reports/study/05_non_iid-{args.profile}.ipynb")
-    parameters = {"profile": args.profile, "data": args.data, "seeds": args.seeds, "runs_dir": runs_dir,
-                  "figures_dir": args.figures_dir, "force": args.force}
+    parameters = {
+        "profile": args.profile,
+        "data": args.data,
+        "seeds": args.seeds,
+        "runs_dir": runs_dir,
+        "figures_dir": args.figures_dir,
+        "force": args.force,
+    }
     execute(NOTEBOOKS_DIR / "05_non_iid.ipynb", report, parameters, progress=not args.quiet)
     print(f"figures and tables in {args.figures_dir}; executed notebook {report}")
 
@@ -204,8 +250,9 @@ def cmd_study(args) -> None:
 def cmd_explain(args) -> None:
     from .explain import explain_run
 
-    out = explain_run(run_dir=args.run, images=args.images, out=args.out, split=args.split,
-                      seed=args.seed, device=args.device)
+    out = explain_run(
+        run_dir=args.run, images=args.images, out=args.out, split=args.split, seed=args.seed, device=args.device
+    )
     print(f"wrote {out}")
 
 
@@ -216,13 +263,24 @@ def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
     p.add_argument("--out", required=out_required, help="run directory, e.g. runs/resnet18-fedavg")
     for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
         p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
-    p.add_argument("--keep-optimizer-state", action=argparse.BooleanOptionalAction, default=None,
-                   help="each client keeps its Adam state between its rounds (quick profile: on for "
-                        "ResNeXt-50); --no-keep-optimizer-state starts Adam afresh, as the authors")
-    p.add_argument("--secagg", action="store_true",
-                   help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast on CUDA (off by default: float32, as the paper)")
+    p.add_argument(
+        "--keep-optimizer-state",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each client keeps its Adam state between its rounds (quick profile: on for "
+        "ResNeXt-50); --no-keep-optimizer-state starts Adam afresh, as the authors",
+    )
+    p.add_argument(
+        "--secagg",
+        action="store_true",
+        help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)",
+    )
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast on CUDA (off by default: float32, as the paper)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -259,12 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--root-certificates", help="CA certificate (PEM) of the SuperLink's TLS; without it, insecure")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("flower-local", help="a Flower SuperLink and one SuperNode per client on loopback: "
-                       "run a job on them (--out) or keep them up (--keep-up)")
+    p = sub.add_parser(
+        "flower-local",
+        help="a Flower SuperLink and one SuperNode per client on loopback: "
+        "run a job on them (--out) or keep them up (--keep-up)",
+    )
     _train_args(p, out_required=False)
     p.add_argument("--keep-up", action="store_true", help="only start them, print how to submit, stop on Ctrl-C")
-    p.add_argument("--workdir", help="where Flower's home and logs go (default: a temporary folder, "
-                   "removed after a successful job)")
+    p.add_argument(
+        "--workdir",
+        help="where Flower's home and logs go (default: a temporary folder, removed after a successful job)",
+    )
     p.set_defaults(func=cmd_flower_local)
 
     p = sub.add_parser("study", help="the non-IID hospitals study: notebook 05_non_iid headless (trains, then plots)")
@@ -274,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
     p.add_argument("--runs-dir", default=None, help="where run directories go (default runs/study/<profile>)")
     p.add_argument("--figures-dir", default="figures/study", help="where figures and tables go")
-    p.add_argument("--report", default=None,
-                   help="the executed notebook (default reports/study/05_non_iid-<profile>.ipynb)")
+    p.add_argument(
+        "--report", default=None, help="the executed notebook (default reports/study/05_non_iid-<profile>.ipynb)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
 
@@ -285,20 +349,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="models to train (default: the paper's four)")
     p.add_argument("--modes", nargs="+", default=None, help="training modes (default: fedavg central)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", nargs="+", type=int, default=None,
-                       help="train every model and mode once per seed (default: 0)")
+    seeds.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="train every model and mode once per seed (default: 0)"
+    )
     seeds.add_argument("--seed", type=int, default=None, help="one seed: the same as --seeds N")
-    p.add_argument("--force", action="store_true",
-                   help="retrain runs that already exist, finished or not, whatever their config")
-    p.add_argument("--runs-dir", default=None,
-                   help="where run directories go (default runs/<profile>/<data tag>, the tag being the data "
-                        "set's name and fingerprint, e.g. runs/quick/synthetic-1a2b3c4d)")
-    p.add_argument("--figures-dir", default=None,
-                   help="where figures and tables go (default figures/ for the profile's synthetic set, "
-                        "figures/<profile>-<data tag>/ for any other data set)")
-    p.add_argument("--reports-dir", default=None,
-                   help="where executed notebooks go (default reports/<profile>/ for the profile's synthetic "
-                        "set, reports/<profile>-<data tag>/ for any other data set)")
+    p.add_argument(
+        "--force", action="store_true", help="retrain runs that already exist, finished or not, whatever their config"
+    )
+    p.add_argument(
+        "--runs-dir",
+        default=None,
+        help="where run directories go (default runs/<profile>/<data tag>, the tag being the data "
+        "set's name and fingerprint, e.g. runs/quick/synthetic-1a2b3c4d)",
+    )
+    p.add_argument(
+        "--figures-dir",
+        default=None,
+        help="where figures and tables go (default figures/ for the profile's synthetic set, "
+        "figures/<profile>-<data tag>/ for any other data set)",
+    )
+    p.add_argument(
+        "--reports-dir",
+        default=None,
+        help="where executed notebooks go (default reports/<profile>/ for the profile's synthetic "
+        "set, reports/<profile>-<data tag>/ for any other data set)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     g = p.add_argument_group("training options for every run (default: as the profile says)")
     for flag in ("--val-fraction", "--class-weight", "--pooled-budget"):
@@ -310,8 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="Grad-CAM++ maps of one trained run")
     p.add_argument("--run", required=True, help="run directory, e.g. runs/quick/resnet18-fedavg")
-    p.add_argument("--images", nargs="*", default=None,
-                   help="image file names from the split (default: one per class, chosen by --seed)")
+    p.add_argument(
+        "--images",
+        nargs="*",
+        default=None,
+        help="image file names from the split (default: one per class, chosen by --seed)",
+    )
     p.add_argument("--split", default="test", help="train | test")
     p.add_argument("--out", default=None, help="output PNG (default <run>/gradcam.png)")
     p.add_argument("--seed", type=int, default=0)
@@ -372,8 +451,11 @@ def _run(argv: list[str] | None) -> int:
         if args.debug:
             traceback.print_exc()
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); free space or fix the "
-              "permissions, then run the command again" + _notes(exc) + ".", file=sys.stderr)
+        print(
+            f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); free space or fix the "
+            "permissions, then run the command again" + _notes(exc) + ".",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

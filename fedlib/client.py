@@ -59,9 +59,18 @@ def class_weights(cfg: TrainConfig, labels: np.ndarray, num_classes: int = 3) ->
     return balanced_weights(labels, num_classes) if cfg.class_weight == "balanced" else None
 
 
-def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, cfg: TrainConfig,
-        hw: Hardware, round_idx: int, client: int, attempt: int = 0,
-        optimizer_state: dict | None = None) -> tuple[Update, dict]:
+def fit(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    cfg: TrainConfig,
+    hw: Hardware,
+    round_idx: int,
+    client: int,
+    attempt: int = 0,
+    optimizer_state: dict | None = None,
+) -> tuple[Update, dict]:
     """Train ``model`` (holding the global weights) on ``images[indices]`` for E local
     epochs (FedProx: with its proximal term towards those weights); returns the update
     and the optimizer state (kept only on request)."""
@@ -70,15 +79,31 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.nd
         raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
     dp = privacy.settings(cfg, len(indices))
     res = local_train(
-        model, images, labels, indices,
-        epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, image_size=cfg.image_size,
-        seed=derive_seed(cfg.seed, "train", round_idx, client), hw=hw,
-        optimizer_state=optimizer_state, dp=dp, class_weight=class_weights(cfg, labels[indices]),
+        model,
+        images,
+        labels,
+        indices,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        image_size=cfg.image_size,
+        seed=derive_seed(cfg.seed, "train", round_idx, client),
+        hw=hw,
+        optimizer_state=optimizer_state,
+        dp=dp,
+        class_weight=class_weights(cfg, labels[indices]),
         proximal_mu=cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0,
     )
-    metrics = {} if dp is None else {"dp_steps": float(privacy.steps_per_update(len(indices), cfg)),
-                                     "dp_noise_multiplier": dp.noise_multiplier, "dp_sample_rate": dp.sample_rate}
+    metrics = (
+        {}
+        if dp is None
+        else {
+            "dp_steps": float(privacy.steps_per_update(len(indices), cfg)),
+            "dp_noise_multiplier": dp.noise_multiplier,
+            "dp_sample_rate": dp.sample_rate,
+        }
+    )
     state = cpu_state(model)
     if fault is not None:
         key = next(k for k, v in state.items() if v.is_floating_point())

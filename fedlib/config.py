@@ -82,7 +82,9 @@ class TrainConfig:
     # sample passes as FedAvg's clients make in R rounds (R x E x C, rounded up).
     pooled_budget: str = "paper"
     # Validation and class balance
-    val_fraction: float = 0.0  # seeded, stratified share of the training set held out for validation; 0 = the paper's protocol
+    val_fraction: float = (
+        0.0  # seeded, stratified share of the training set held out for validation; 0 = the paper's protocol
+    )
     class_weight: str = "none"  # "balanced": inverse-frequency loss weights (per client from its own counts in FedAvg)
     # Bookkeeping
     eval_every: int = 1  # evaluate the global model on the test set every N rounds (epochs when pooled)
@@ -151,13 +153,32 @@ PROFILES: dict[str, dict] = {
     # so the gap compares equal compute and the reproduction fits its CPU budget. 10% of the
     # training images are held out for validation: the per-model choices below are made on it.
     "quick": dict(
-        image_size=64, rounds=12, local_epochs=2, batch_size=16, lr=1e-3, pooled_budget="matched",
-        val_fraction=0.1, synth_n_train=400, synth_n_test=200, synth_size=128, eval_batch_size=100,
+        image_size=64,
+        rounds=12,
+        local_epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        pooled_budget="matched",
+        val_fraction=0.1,
+        synth_n_train=400,
+        synth_n_test=200,
+        synth_size=128,
+        eval_batch_size=100,
     ),
     # Seconds: what the tests use.
     "smoke": dict(
-        image_size=32, clients=3, fraction=0.67, rounds=2, local_epochs=1, batch_size=8, lr=1e-3,
-        synth_n_train=48, synth_n_test=24, synth_size=48, synth_sources=3, eval_batch_size=32,
+        image_size=32,
+        clients=3,
+        fraction=0.67,
+        rounds=2,
+        local_epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        synth_n_train=48,
+        synth_n_test=24,
+        synth_size=48,
+        synth_sources=3,
+        eval_batch_size=32,
     ),
 }
 
@@ -170,9 +191,12 @@ PROFILES: dict[str, dict] = {
 # paper's lr 2e-5 on its training loss alone: its first dense layer has 103M input weights
 # and at the quick lr of 1e-3 the loss blew up (35 in round 1).
 PROFILE_MODEL_OVERRIDES: dict[str, dict[str, dict]] = {
-    "quick": {"covidnet_small": dict(lr=2e-5), "covidnet_large": dict(lr=2e-5),
-              "mobilenet_v2": dict(local_epochs=4),
-              "resnext50_32x4d": dict(keep_optimizer_state=True)},
+    "quick": {
+        "covidnet_small": dict(lr=2e-5),
+        "covidnet_large": dict(lr=2e-5),
+        "mobilenet_v2": dict(local_epochs=4),
+        "resnext50_32x4d": dict(keep_optimizer_state=True),
+    },
 }
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -206,8 +230,10 @@ def check_types(cfg: TrainConfig) -> None:
         value = getattr(cfg, f.name)
         if not _type_ok(value, kinds):
             expected = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
-            raise UserError(f"config field {f.name} must be {expected}, got {value!r}; "
-                            "fix it in the config file or on the command line.")
+            raise UserError(
+                f"config field {f.name} must be {expected}, got {value!r}; "
+                "fix it in the config file or on the command line."
+            )
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -219,66 +245,121 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.model in MODEL_NAMES, f"unknown model {cfg.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     _check(cfg.mode in MODES, f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}.")
     _check(cfg.partition in PARTITIONS, f"unknown partition {cfg.partition!r}; choose one of {', '.join(PARTITIONS)}.")
-    _check(cfg.aggregation in AGGREGATIONS, f"unknown aggregation {cfg.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}.")
+    _check(
+        cfg.aggregation in AGGREGATIONS,
+        f"unknown aggregation {cfg.aggregation!r}; choose one of {', '.join(AGGREGATIONS)}.",
+    )
     _check(cfg.engine in ENGINES, f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}.")
-    _check(cfg.engine == "inprocess" or cfg.mode == "fedavg",
-           f"--engine {cfg.engine} runs FedAvg only; use --engine inprocess for --mode {cfg.mode}.")
+    _check(
+        cfg.engine == "inprocess" or cfg.mode == "fedavg",
+        f"--engine {cfg.engine} runs FedAvg only; use --engine inprocess for --mode {cfg.mode}.",
+    )
     if cfg.secagg:
-        _check(cfg.engine != "inprocess", "--secagg needs a Flower engine (--engine flower-sim or flower): "
-                                          "in one process there is nobody to hide the updates from.")
+        _check(
+            cfg.engine != "inprocess",
+            "--secagg needs a Flower engine (--engine flower-sim or flower): "
+            "in one process there is nobody to hide the updates from.",
+        )
         _check(cfg.aggregation == "weighted", "--secagg averages by sample count; drop --aggregation uniform.")
         _check(not cfg.dp, "--secagg with differential privacy is not supported yet; use one of them.")
         _check(cfg.clients_per_round >= 2, "--secagg needs at least 2 clients a round; raise --fraction.")
     _check_strategy(cfg)
-    _check(cfg.pooled_budget in POOLED_BUDGETS,
-           f"unknown pooled budget {cfg.pooled_budget!r}; choose one of {', '.join(POOLED_BUDGETS)}.")
-    _check(cfg.class_weight in CLASS_WEIGHTS,
-           f"unknown class weight {cfg.class_weight!r}; choose one of {', '.join(CLASS_WEIGHTS)}.")
-    _check(isinstance(cfg.val_fraction, int | float) and not isinstance(cfg.val_fraction, bool)
-           and 0 <= cfg.val_fraction < 1, f"--val-fraction must be in [0, 1), got {cfg.val_fraction!r}.")
+    _check(
+        cfg.pooled_budget in POOLED_BUDGETS,
+        f"unknown pooled budget {cfg.pooled_budget!r}; choose one of {', '.join(POOLED_BUDGETS)}.",
+    )
+    _check(
+        cfg.class_weight in CLASS_WEIGHTS,
+        f"unknown class weight {cfg.class_weight!r}; choose one of {', '.join(CLASS_WEIGHTS)}.",
+    )
+    _check(
+        isinstance(cfg.val_fraction, int | float)
+        and not isinstance(cfg.val_fraction, bool)
+        and 0 <= cfg.val_fraction < 1,
+        f"--val-fraction must be in [0, 1), got {cfg.val_fraction!r}.",
+    )
     _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
     _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
-    _check(isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
-           f"--fraction must be in (0, 1], got {cfg.fraction}.")
-    for name in ("rounds", "clients", "local_epochs", "batch_size", "eval_every", "checkpoint_every",
-                 "eval_batch_size", "synth_n_train", "synth_n_test", "synth_sources", "min_clients"):
+    _check(
+        isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
+        f"--fraction must be in (0, 1], got {cfg.fraction}.",
+    )
+    for name in (
+        "rounds",
+        "clients",
+        "local_epochs",
+        "batch_size",
+        "eval_every",
+        "checkpoint_every",
+        "eval_batch_size",
+        "synth_n_train",
+        "synth_n_test",
+        "synth_sources",
+        "min_clients",
+    ):
         value = getattr(cfg, name)
-        _check(isinstance(value, int) and value >= 1,
-               f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
-    _check(isinstance(cfg.image_size, int) and 32 <= cfg.image_size <= MAX_IMAGE_SIZE,
-           f"--image-size must be an integer from 32 to {MAX_IMAGE_SIZE}, got {cfg.image_size!r}.")
-    _check(cfg.model_norm != "batch" or cfg.batch_size >= 2,
-           f"--batch-size must be at least 2 for {cfg.model} (BatchNorm cannot normalise a single image), "
-           f"got {cfg.batch_size}.")
+        _check(
+            isinstance(value, int) and value >= 1,
+            f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.",
+        )
+    _check(
+        isinstance(cfg.image_size, int) and 32 <= cfg.image_size <= MAX_IMAGE_SIZE,
+        f"--image-size must be an integer from 32 to {MAX_IMAGE_SIZE}, got {cfg.image_size!r}.",
+    )
+    _check(
+        cfg.model_norm != "batch" or cfg.batch_size >= 2,
+        f"--batch-size must be at least 2 for {cfg.model} (BatchNorm cannot normalise a single image), "
+        f"got {cfg.batch_size}.",
+    )
     for name in ("lr", "weight_decay", "alpha"):
         value = getattr(cfg, name)
-        _check(isinstance(value, int | float) and math.isfinite(value) and value >= 0,
-               f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.")
+        _check(
+            isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+            f"--{name.replace('_', '-')} must be a finite non-negative number, got {value!r}.",
+        )
     _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}.")
-    _check(isinstance(cfg.round_retries, int) and cfg.round_retries >= 0,
-           f"--round-retries must be a non-negative integer, got {cfg.round_retries!r}.")
-    _check(cfg.client_timeout is None or (isinstance(cfg.client_timeout, int | float)
-                                          and math.isfinite(cfg.client_timeout) and cfg.client_timeout > 0),
-           f"--client-timeout must be a positive number of seconds, got {cfg.client_timeout!r}.")
-    _check(isinstance(cfg.inject_failures, int | float) and 0 <= cfg.inject_failures <= 1,
-           f"--inject-failures must be a probability in [0, 1], got {cfg.inject_failures!r}.")
-    _check(not (cfg.dp_noise_multiplier is not None and cfg.dp_target_epsilon is not None),
-           "--dp-noise-multiplier and --dp-target-epsilon both set; pass one of them.")
+    _check(
+        isinstance(cfg.round_retries, int) and cfg.round_retries >= 0,
+        f"--round-retries must be a non-negative integer, got {cfg.round_retries!r}.",
+    )
+    _check(
+        cfg.client_timeout is None
+        or (
+            isinstance(cfg.client_timeout, int | float) and math.isfinite(cfg.client_timeout) and cfg.client_timeout > 0
+        ),
+        f"--client-timeout must be a positive number of seconds, got {cfg.client_timeout!r}.",
+    )
+    _check(
+        isinstance(cfg.inject_failures, int | float) and 0 <= cfg.inject_failures <= 1,
+        f"--inject-failures must be a probability in [0, 1], got {cfg.inject_failures!r}.",
+    )
+    _check(
+        not (cfg.dp_noise_multiplier is not None and cfg.dp_target_epsilon is not None),
+        "--dp-noise-multiplier and --dp-target-epsilon both set; pass one of them.",
+    )
     for name in ("dp_noise_multiplier", "dp_target_epsilon"):
         value = getattr(cfg, name)
-        _check(value is None or (isinstance(value, int | float) and math.isfinite(value) and value > 0),
-               f"--{name.replace('_', '-')} must be a positive number, got {value!r}.")
+        _check(
+            value is None or (isinstance(value, int | float) and math.isfinite(value) and value > 0),
+            f"--{name.replace('_', '-')} must be a positive number, got {value!r}.",
+        )
     for name in ("dp_delta", "dp_max_grad_norm"):
         value = getattr(cfg, name)
-        _check(isinstance(value, int | float) and math.isfinite(value) and value > 0,
-               f"--{name.replace('_', '-')} must be a positive number, got {value!r}.")
+        _check(
+            isinstance(value, int | float) and math.isfinite(value) and value > 0,
+            f"--{name.replace('_', '-')} must be a positive number, got {value!r}.",
+        )
     _check(cfg.dp_delta < 1, f"--dp-delta must be below 1, got {cfg.dp_delta}.")
-    _check(not cfg.dp or cfg.mode == "fedavg",
-           f"differential privacy protects what clients send, so it needs --mode fedavg, not {cfg.mode}.")
+    _check(
+        not cfg.dp or cfg.mode == "fedavg",
+        f"differential privacy protects what clients send, so it needs --mode fedavg, not {cfg.mode}.",
+    )
     for name in ("central_epochs", "subset", "test_subset"):
         value = getattr(cfg, name)
-        _check(value is None or (isinstance(value, int) and value >= 1),
-               f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.")
+        _check(
+            value is None or (isinstance(value, int) and value >= 1),
+            f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.",
+        )
     return cfg
 
 
@@ -286,21 +367,35 @@ def _check_strategy(cfg: TrainConfig) -> None:
     """The strategy and its settings (``fedlib.strategy.build`` checks the ones it reads)."""
     s = cfg.strategy
     _check(s in STRATEGIES, f"unknown strategy {s!r}; choose one of {', '.join(STRATEGIES)}.")
-    _check(s == "fedavg" or cfg.mode == "fedavg",
-           f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.")
+    _check(
+        s == "fedavg" or cfg.mode == "fedavg",
+        f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.",
+    )
     try:
-        strategy = build_strategy(s, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum, beta1=cfg.beta1,
-                                  beta2=cfg.beta2, tau=cfg.tau, trim_fraction=cfg.trim_fraction,
-                                  proximal_mu=cfg.proximal_mu)
+        strategy = build_strategy(
+            s,
+            server_lr=cfg.server_lr,
+            server_momentum=cfg.server_momentum,
+            beta1=cfg.beta1,
+            beta2=cfg.beta2,
+            tau=cfg.tau,
+            trim_fraction=cfg.trim_fraction,
+            proximal_mu=cfg.proximal_mu,
+        )
     except ValueError as exc:
         raise UserError(f"--strategy {s}: {exc}; change that option (README, Strategies).") from None
     if cfg.mode != "fedavg":
         return
-    _check(not (cfg.secagg and s in ("fedbn", "median", "trimmed_mean")),
-           f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each update "
-           "(or each hospital's own layers): use one of them.")
-    _check(not (cfg.dp and s == "fedprox"), "--strategy fedprox with differential privacy is not supported: "
-                                             "DP-SGD would drop the proximal term's gradient; use one of them.")
+    _check(
+        not (cfg.secagg and s in ("fedbn", "median", "trimmed_mean")),
+        f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each update "
+        "(or each hospital's own layers): use one of them.",
+    )
+    _check(
+        not (cfg.dp and s == "fedprox"),
+        "--strategy fedprox with differential privacy is not supported: "
+        "DP-SGD would drop the proximal term's gradient; use one of them.",
+    )
     why = strategy.check_clients_per_round(min(cfg.clients_per_round, cfg.clients))
     _check(why is None, f"--strategy {s}: {why}.")
 
@@ -354,9 +449,21 @@ def resolve(profile: str = "paper", file: str | Path | None = None, **overrides)
 # What --resume may change: how the run is executed and how far it goes, not what it learns.
 # min_clients and round_retries are here because RoundFailed advises changing them and resuming;
 # data and data_dir because a moved data set is still checked against the run's fingerprint.
-RESUME_CHANGEABLE = ("rounds", "central_epochs", "device", "amp", "channels_last", "eval_batch_size",
-                     "eval_every", "checkpoint_every", "client_timeout", "min_clients", "round_retries",
-                     "data", "data_dir")
+RESUME_CHANGEABLE = (
+    "rounds",
+    "central_epochs",
+    "device",
+    "amp",
+    "channels_last",
+    "eval_batch_size",
+    "eval_every",
+    "checkpoint_every",
+    "client_timeout",
+    "min_clients",
+    "round_retries",
+    "data",
+    "data_dir",
+)
 
 
 def load_saved(run_dir: str | Path) -> TrainConfig:
@@ -378,13 +485,16 @@ def resume_config(saved: TrainConfig, given: dict, run_dir: str | Path = "the ru
     """The saved config with the given values applied; only RESUME_CHANGEABLE fields may
     change (None means not given). Anything else is refused in one line."""
     current = asdict(saved)
-    changes = {k: v for k, v in from_dict(given, "options").items()
-               if v is not None and k != "profile" and current[k] != v}
+    changes = {
+        k: v for k, v in from_dict(given, "options").items() if v is not None and k != "profile" and current[k] != v
+    }
     refused = [k for k in changes if k not in RESUME_CHANGEABLE]
     if refused:
         shown = ", ".join(f"{k} ({current[k]!r} -> {changes[k]!r})" for k in sorted(refused))
-        raise UserError(f"--resume continues {run_dir} as its config.json says and cannot change {shown}; "
-                        "drop those options, or start a new run with another --out.")
+        raise UserError(
+            f"--resume continues {run_dir} as its config.json says and cannot change {shown}; "
+            "drop those options, or start a new run with another --out."
+        )
     return validate(dataclasses.replace(saved, **changes))
 
 

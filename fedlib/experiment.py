@@ -55,10 +55,21 @@ class Experiment:
         for split, images, labels, idx in self._eval_splits():
             if split == "train":
                 continue
-            res = evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw,
-                           batch_size=self.cfg.eval_batch_size)
-            out.update({f"{split}_loss": res.loss,
-                        **prefix(f"{split}_", summarize_confusion(res.confusion, self.data.classes))})
+            res = evaluate(
+                model,
+                images,
+                labels,
+                idx,
+                image_size=self.cfg.image_size,
+                hw=self.hw,
+                batch_size=self.cfg.eval_batch_size,
+            )
+            out.update(
+                {
+                    f"{split}_loss": res.loss,
+                    **prefix(f"{split}_", summarize_confusion(res.confusion, self.data.classes)),
+                }
+            )
         return out
 
     def _eval_splits(self, train_idx: np.ndarray | None = None):
@@ -73,10 +84,20 @@ class Experiment:
         the augmented stream) and test metrics, with confusion matrices."""
         out = {}
         for split, images, labels, idx in self._eval_splits(indices):
-            res = evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw,
-                           batch_size=self.cfg.eval_batch_size)
-            out[split] = {"loss": res.loss, **summarize_confusion(res.confusion, self.data.classes),
-                          "confusion": res.confusion.tolist()}
+            res = evaluate(
+                model,
+                images,
+                labels,
+                idx,
+                image_size=self.cfg.image_size,
+                hw=self.hw,
+                batch_size=self.cfg.eval_batch_size,
+            )
+            out[split] = {
+                "loss": res.loss,
+                **summarize_confusion(res.confusion, self.data.classes),
+                "confusion": res.confusion.tolist(),
+            }
         by_source = self.test_by_source(model)
         if by_source:
             out["test_by_source"] = by_source
@@ -91,8 +112,15 @@ class Experiment:
             return {}
         out = {}
         for s in known:
-            res = evaluate(model, self.data.test_images, self.data.test_labels, self.test_idx[sources == s],
-                           image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size)
+            res = evaluate(
+                model,
+                self.data.test_images,
+                self.data.test_labels,
+                self.test_idx[sources == s],
+                image_size=self.cfg.image_size,
+                hw=self.hw,
+                batch_size=self.cfg.eval_batch_size,
+            )
             out[s] = res.confusion.tolist()
         return out
 
@@ -103,9 +131,15 @@ class Experiment:
 def mean_over_clients(per_client: list[dict]) -> dict:
     """Per-client ``final_metrics`` (local-only, FedBN) in final.json: each client's, and
     the mean of each number over clients."""
-    mean = {split: {k: float(np.mean([m[split][k] for m in per_client]))
-                    for k, v in per_client[0][split].items() if isinstance(v, int | float)}
-            for split in ("train", "val", "test") if split in per_client[0]}
+    mean = {
+        split: {
+            k: float(np.mean([m[split][k] for m in per_client]))
+            for k, v in per_client[0][split].items()
+            if isinstance(v, int | float)
+        }
+        for split in ("train", "val", "test")
+        if split in per_client[0]
+    }
     return {**mean, "per_client": per_client}
 
 
@@ -137,21 +171,34 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
     leaked = leaked_patients(data)
     if leaked:  # a warning, not an error: some public COVIDx releases have such patients
         shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
-        warnings.warn(f"{len(leaked)} patient id(s) appear in both train and test ({shown}); "
-                      "test accuracy may be optimistic.", PatientLeakWarning, stacklevel=2)
+        warnings.warn(
+            f"{len(leaked)} patient id(s) appear in both train and test ({shown}); test accuracy may be optimistic.",
+            PatientLeakWarning,
+            stacklevel=2,
+        )
     train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
     test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
     kept, held = holdout(data.train_labels[train_idx], cfg.val_fraction, derive_seed(cfg.seed, "validation"))
     train_idx, val_idx = train_idx[kept], train_idx[held]
-    local = partition(cfg.partition, data.train_labels[train_idx], data.train_sources[train_idx],
-                      cfg.clients, derive_seed(cfg.seed, "partition"), cfg.alpha)
+    local = partition(
+        cfg.partition,
+        data.train_labels[train_idx],
+        data.train_sources[train_idx],
+        cfg.clients,
+        derive_seed(cfg.seed, "partition"),
+        cfg.alpha,
+    )
     if cfg.mode != "central":  # pooled training never splits the data
         check_parts(local, cfg.partition)
     parts = [train_idx[p] for p in local]
     if cfg.partition == "by_source" and len(parts) != cfg.clients:
-        warnings.warn(f"--partition by_source makes one client per source: {len(parts)} clients "
-                      f"({', '.join(sorted(set(data.train_sources[train_idx].tolist())))}), not --clients "
-                      f"{cfg.clients}.", PartitionWarning, stacklevel=2)
+        warnings.warn(
+            f"--partition by_source makes one client per source: {len(parts)} clients "
+            f"({', '.join(sorted(set(data.train_sources[train_idx].tolist())))}), not --clients "
+            f"{cfg.clients}.",
+            PartitionWarning,
+            stacklevel=2,
+        )
         cfg = dataclasses.replace(cfg, clients=len(parts))
     return Experiment(cfg, data, hw, Path(run_dir), train_idx, test_idx, val_idx, parts, progress)
 
@@ -184,9 +231,11 @@ def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
     layout = cfg.layout if cfg.data != "synthetic" else Layout()
     found = fingerprint(data.root, layout)
     if resume and cfg.data_fingerprint not in (None, found):
-        raise UserError(f"--resume: the data at {data.root} changed since this run started (fingerprint "
-                        f"{found}, the run's config.json says {cfg.data_fingerprint}); restore that data, "
-                        "or start a new run in another --out.")
+        raise UserError(
+            f"--resume: the data at {data.root} changed since this run started (fingerprint "
+            f"{found}, the run's config.json says {cfg.data_fingerprint}); restore that data, "
+            "or start a new run in another --out."
+        )
     return dataclasses.replace(cfg, data_fingerprint=found)
 
 

@@ -82,10 +82,24 @@ FIRST_FIGURE = 6  # the paper's Figures 6, 7, 8: one per class, in the authors' 
 TABLE_STEM = "table_gradcam_localisation"
 CAM_BATCH = 16  # images per Grad-CAM++ pass: small enough for COVID-Net on a laptop
 TIE_TOL = 1e-6  # cells within this share of the maximum tie for it
-TABLE_COLUMNS = ["model", "display_name", "mode", "seed", "layer", "grid", "images", "hit_rate",
-                 "chance_hit_rate", "energy_share", "chance_energy_share", "tie_rate"]
-LAYER_RULE = (f"Grad-CAM++ at the latest block whose map is at least {MIN_CAM_GRID}x{MIN_CAM_GRID} "
-              "(the paper's last block at 224 px)")
+TABLE_COLUMNS = [
+    "model",
+    "display_name",
+    "mode",
+    "seed",
+    "layer",
+    "grid",
+    "images",
+    "hit_rate",
+    "chance_hit_rate",
+    "energy_share",
+    "chance_energy_share",
+    "tie_rate",
+]
+LAYER_RULE = (
+    f"Grad-CAM++ at the latest block whose map is at least {MIN_CAM_GRID}x{MIN_CAM_GRID} "
+    "(the paper's last block at 224 px)"
+)
 
 
 @dataclass
@@ -135,15 +149,18 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = CAM_
     model.eval()
     try:
         with torch.no_grad():
-            out = [torch.softmax(model(images[i : i + batch_size].to(device)).float(), dim=1).cpu()
-                   for i in range(0, len(images), batch_size)]
+            out = [
+                torch.softmax(model(images[i : i + batch_size].to(device)).float(), dim=1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def native_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, targets=None,
-                batch_size: int = CAM_BATCH) -> np.ndarray:
+def native_maps(
+    model: nn.Module, layer: str | nn.Module, images: torch.Tensor, targets=None, batch_size: int = CAM_BATCH
+) -> np.ndarray:
     """Grad-CAM++ maps (N, rows, cols) on ``layer``'s own grid, float32 in [0, 1]:
     the ReLU'd map shifted and scaled per image to min 0 and max 1 (all zero if
     the ReLU left nothing).
@@ -175,8 +192,11 @@ def native_maps(model: nn.Module, layer: str | nn.Module, images: torch.Tensor, 
         with torch.enable_grad():
             for start in range(0, len(images), batch_size):
                 x = images[start : start + batch_size].detach().to(device).requires_grad_(True)
-                chosen = None if targets is None else [
-                    ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+                chosen = (
+                    None
+                    if targets is None
+                    else [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
+                )
                 maps.append(cam(input_tensor=x, targets=chosen))
     finally:
         # Not `with cam:` -- its __exit__ swallows IndexError, which would hide a bug.
@@ -202,8 +222,14 @@ def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     return scale_cam_image(np.maximum(resized, 0))
 
 
-def gradcam_maps(model: nn.Module, name: str, images: torch.Tensor, targets=None,
-                 batch_size: int = CAM_BATCH, layer: str | None = None) -> np.ndarray:
+def gradcam_maps(
+    model: nn.Module,
+    name: str,
+    images: torch.Tensor,
+    targets=None,
+    batch_size: int = CAM_BATCH,
+    layer: str | None = None,
+) -> np.ndarray:
     """Grad-CAM++ maps (N, H, W), float32 in [0, 1], at the input's resolution.
 
     layer: the block to explain; None picks it for the input size
@@ -227,12 +253,14 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     """The map as a jet heat map over the image: uint8 (H, W, 3)."""
     if image.shape[:2] != cam.shape:
         raise ValueError(f"image {image.shape[:2]} and map {cam.shape} differ in size")
-    return show_cam_on_image(image.astype(np.float32) / 255, np.clip(cam, 0, 1), use_rgb=True,
-                             image_weight=image_weight)
+    return show_cam_on_image(
+        image.astype(np.float32) / 255, np.clip(cam, 0, 1), use_rgb=True, image_weight=image_weight
+    )
 
 
-def explain_images(model: nn.Module, name: str, images: np.ndarray, image_size: int,
-                   targets=None, layer: str | None = None) -> list[Panel]:
+def explain_images(
+    model: nn.Module, name: str, images: np.ndarray, image_size: int, targets=None, layer: str | None = None
+) -> list[Panel]:
     """Panels for cached uint8 images (N, S, S, 3): the test view, its map and the prediction.
 
     layer: the block to explain; None picks it for ``image_size`` (``pick_cam_layer``).
@@ -244,8 +272,10 @@ def explain_images(model: nn.Module, name: str, images: np.ndarray, image_size: 
     native = native_maps(model, layer, x, targets)
     cams = upsample(native, image_size, image_size)
     shown = denormalize(x)
-    return [Panel(shown[i], cams[i], int(probs[i].argmax()), float(probs[i].max()),
-                  native=native[i], layer=layer) for i in range(len(shown))]
+    return [
+        Panel(shown[i], cams[i], int(probs[i].argmax()), float(probs[i].max()), native=native[i], layer=layer)
+        for i in range(len(shown))
+    ]
 
 
 # ---------------------------------------------------------------- localisation
@@ -314,15 +344,24 @@ def pointing_hit(cam: np.ndarray, coverage: np.ndarray) -> float:
 def score_map(cam: np.ndarray, coverage: np.ndarray) -> dict:
     """Every localisation number of one native map against its pooled mask."""
     cam, coverage = _check_pair(cam, coverage)
-    return {"hit": pointing_hit(cam, coverage), "chance_hit": chance_hit(coverage),
-            "energy_share": energy_share(cam, coverage),
-            "chance_energy_share": chance_energy_share(coverage),
-            "tie": bool(maxima(cam).sum() > 1)}
+    return {
+        "hit": pointing_hit(cam, coverage),
+        "chance_hit": chance_hit(coverage),
+        "energy_share": energy_share(cam, coverage),
+        "chance_energy_share": chance_energy_share(coverage),
+        "tie": bool(maxima(cam).sum() > 1),
+    }
 
 
-def localisation_scores(model: nn.Module, layer: str | nn.Module, images: np.ndarray, targets,
-                        masks: Sequence[np.ndarray], image_size: int,
-                        batch_size: int = CAM_BATCH) -> pd.DataFrame:
+def localisation_scores(
+    model: nn.Module,
+    layer: str | nn.Module,
+    images: np.ndarray,
+    targets,
+    masks: Sequence[np.ndarray],
+    image_size: int,
+    batch_size: int = CAM_BATCH,
+) -> pd.DataFrame:
     """Per image: the native Grad-CAM++ map of ``layer`` for the target class,
     scored against its lesion mask pooled to the map's grid.
 
@@ -337,12 +376,13 @@ def localisation_scores(model: nn.Module, layer: str | nn.Module, images: np.nda
     for start in range(0, len(images), batch_size):
         end = start + batch_size
         x = eval_batch(torch.from_numpy(np.ascontiguousarray(images[start:end])).to(device), image_size)
-        for cam, mask in zip(native_maps(model, layer, x, list(targets[start:end]), batch_size),
-                             masks[start:end], strict=True):
-            rows.append({**score_map(cam, pool_mask(mask, cam.shape)),
-                         "rows": cam.shape[0], "cols": cam.shape[1]})
-    return pd.DataFrame(rows, columns=["hit", "chance_hit", "energy_share", "chance_energy_share",
-                                       "tie", "rows", "cols"])
+        for cam, mask in zip(
+            native_maps(model, layer, x, list(targets[start:end]), batch_size), masks[start:end], strict=True
+        ):
+            rows.append({**score_map(cam, pool_mask(mask, cam.shape)), "rows": cam.shape[0], "cols": cam.shape[1]})
+    return pd.DataFrame(
+        rows, columns=["hit", "chance_hit", "energy_share", "chance_energy_share", "tie", "rows", "cols"]
+    )
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -357,8 +397,9 @@ def lesion_masks(data: Dataset, split: str) -> dict[int, np.ndarray]:
     """Image index -> lesion mask at the generated resolution, for every image
     of the split with a non-empty lesion (pneumonia and COVID-19)."""
     if not data.synthetic:
-        raise UserError(f"{data.root} has no lesion masks; localisation needs data made by "
-                        "`fedlib synth` (--data synthetic).")
+        raise UserError(
+            f"{data.root} has no lesion masks; localisation needs data made by `fedlib synth` (--data synthetic)."
+        )
     out = {}
     for i, record in enumerate(_split(data, split)[2]):
         if data.classes[record.label] == "normal":
@@ -369,8 +410,13 @@ def lesion_masks(data: Dataset, split: str) -> dict[int, np.ndarray]:
     return out
 
 
-def localisation_table(run_list: Iterable, split: str = "test", device: str = "auto",
-                       batch_size: int = CAM_BATCH, min_grid: int = MIN_CAM_GRID) -> pd.DataFrame:
+def localisation_table(
+    run_list: Iterable,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = CAM_BATCH,
+    min_grid: int = MIN_CAM_GRID,
+) -> pd.DataFrame:
     """One row per run: how much of its native map lies on the lesion, against chance.
 
     run_list: ``results.Run`` objects (or run directories) of one data set,
@@ -393,18 +439,28 @@ def localisation_table(run_list: Iterable, split: str = "test", device: str = "a
         masks = masks_memo[key]
         images, labels, _ = _split(data, split)
         idx = np.asarray(sorted(masks), dtype=np.int64)
-        scores = localisation_scores(model, layer, images[idx], labels[idx],
-                                     [masks[int(i)] for i in idx], cfg.image_size, batch_size)
+        scores = localisation_scores(
+            model, layer, images[idx], labels[idx], [masks[int(i)] for i in idx], cfg.image_size, batch_size
+        )
         if len(scores) and not ((scores["rows"] == grid[0]) & (scores["cols"] == grid[1])).all():
             raise RuntimeError(f"{layer} of {cfg.model} gave maps of another size than {grid}")
         mean = scores.drop(columns=["rows", "cols"]).astype(float).mean()
-        rows.append({
-            "model": cfg.model, "display_name": DISPLAY_NAMES[cfg.model], "mode": cfg.mode,
-            "seed": cfg.seed, "layer": layer, "grid": f"{grid[0]}x{grid[1]}", "images": len(scores),
-            "hit_rate": mean["hit"], "chance_hit_rate": mean["chance_hit"],
-            "energy_share": mean["energy_share"], "chance_energy_share": mean["chance_energy_share"],
-            "tie_rate": mean["tie"],
-        })
+        rows.append(
+            {
+                "model": cfg.model,
+                "display_name": DISPLAY_NAMES[cfg.model],
+                "mode": cfg.mode,
+                "seed": cfg.seed,
+                "layer": layer,
+                "grid": f"{grid[0]}x{grid[1]}",
+                "images": len(scores),
+                "hit_rate": mean["hit"],
+                "chance_hit_rate": mean["chance_hit"],
+                "energy_share": mean["energy_share"],
+                "chance_energy_share": mean["chance_energy_share"],
+                "tie_rate": mean["tie"],
+            }
+        )
         del model
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     table.attrs["caption"] = table_caption(run_list, split, min_grid)
@@ -456,8 +512,9 @@ class Selection:
         return bool(self.runs) and all(r.final.get("synthetic", False) for r in self.runs)
 
 
-def select_runs(runs_dir, models: Sequence[str], seeds: Sequence[int] | None = None,
-                modes: Sequence[str] = MODES) -> Selection:
+def select_runs(
+    runs_dir, models: Sequence[str], seeds: Sequence[int] | None = None, modes: Sequence[str] = MODES
+) -> Selection:
     """The finished runs of ``models`` x ``modes`` x ``seeds`` in runs_dir.
 
     seeds None: the first (lowest) training seed found. Runs of several data
@@ -471,8 +528,10 @@ def select_runs(runs_dir, models: Sequence[str], seeds: Sequence[int] | None = N
     seeds = [int(s) for s in seeds]
     notes: list[str] = []
     if not found:
-        notes.append(f"no finished runs of {', '.join(models)} in {runs_dir}: nothing to explain; "
-                     "train them with `fedlib reproduce`.")
+        notes.append(
+            f"no finished runs of {', '.join(models)} in {runs_dir}: nothing to explain; "
+            "train them with `fedlib reproduce`."
+        )
     groups: dict[tuple, list[results.Run]] = {}
     for run in found:
         groups.setdefault((run.model, run.mode, run.seed), []).append(run)
@@ -483,14 +542,19 @@ def select_runs(runs_dir, models: Sequence[str], seeds: Sequence[int] | None = N
                 key = (name, mode, seed)
                 if key not in groups:
                     if found:
-                        notes.append(f"{results.run_name(*key)} is not a finished run in {runs_dir}, so "
-                                     "its panels stay empty and it has no row in the table; train it "
-                                     "with `fedlib reproduce`.")
+                        notes.append(
+                            f"{results.run_name(*key)} is not a finished run in {runs_dir}, so "
+                            "its panels stay empty and it has no row in the table; train it "
+                            "with `fedlib reproduce`."
+                        )
                     continue
                 group = groups[key]
                 best = next((r for r in group if r.path.name == results.run_name(*key)), group[0])
-                notes += [f"{other.path} holds the same run as {best.path}; using {best.path}."
-                          for other in group if other is not best]
+                notes += [
+                    f"{other.path} holds the same run as {best.path}; using {best.path}."
+                    for other in group
+                    if other is not best
+                ]
                 ordered.append(best)
     results.check_one_dataset(ordered)
     return Selection(ordered, seeds, notes)
@@ -525,8 +589,9 @@ def pick_images(records, labels, seed: int, per_class: int = 1, filenames=None) 
         for name in filenames:
             if name not in index:
                 example = f" (e.g. {records[0].filename})" if records else ""
-                raise UserError(f"image {name!r} is not in this split; pass a file name as its "
-                                f"split file lists it{example}.")
+                raise UserError(
+                    f"image {name!r} is not in this split; pass a file name as its split file lists it{example}."
+                )
         return [index[name] for name in filenames]
     if per_class < 1:
         raise UserError(f"per_class must be at least 1, got {per_class}.")
@@ -611,8 +676,9 @@ def gradcam_figure(panels: dict, models, modes=MODES, classes=CLASSES, title: st
     return fig
 
 
-def paper_figures(run_map: dict, models, figures_dir, seed: int | None = 0, filenames=None,
-                  split: str = "test", device: str = "auto") -> dict[str, Figure]:
+def paper_figures(
+    run_map: dict, models, figures_dir, seed: int | None = 0, filenames=None, split: str = "test", device: str = "auto"
+) -> dict[str, Figure]:
     """The paper's Figures 6-8: one figure per chosen image (one per class by
     default, drawn from ``seed``), written as ``<stem>.png`` and ``<stem>.pdf``
     in figures_dir.
@@ -638,8 +704,7 @@ def paper_figures(run_map: dict, models, figures_dir, seed: int | None = 0, file
         run_data = load_dataset(cfg, progress=False)
         images, _, run_records = _split(run_data, split)
         idx = pick_images(run_records, labels, seed, filenames=[r.filename for r in chosen])
-        for record, panel in zip(chosen, explain_images(model, name, images[idx], cfg.image_size),
-                                 strict=True):
+        for record, panel in zip(chosen, explain_images(model, name, images[idx], cfg.image_size), strict=True):
             if run_data.synthetic and run_data.classes[record.label] != "normal":
                 panel.mask = resize_mask(load_mask(run_data.root, split, record.filename), cfg.image_size)
             panels[record.filename][(name, mode)] = panel
@@ -654,9 +719,11 @@ def paper_figures(run_map: dict, models, figures_dir, seed: int | None = 0, file
         stem = figure_stem(record.label, data.classes)
         if per_label[record.label] > 1:
             stem += "_" + class_slug(Path(record.filename).stem)
-        title = (f"Grad-CAM++ of {split} image {record.filename} (true class: "
-                 f"{data.classes[record.label]}){outline}\n{about}; training seed "
-                 f"{'/'.join(map(str, sorted(train_seeds)))}, image seed {seed}\n{LAYER_RULE}")
+        title = (
+            f"Grad-CAM++ of {split} image {record.filename} (true class: "
+            f"{data.classes[record.label]}){outline}\n{about}; training seed "
+            f"{'/'.join(map(str, sorted(train_seeds)))}, image seed {seed}\n{LAYER_RULE}"
+        )
         fig = gradcam_figure(panels[record.filename], models, classes=data.classes, title=title)
         for suffix in (".png", ".pdf"):
             save_figure(fig, Path(figures_dir) / f"{stem}{suffix}")
@@ -664,8 +731,7 @@ def paper_figures(run_map: dict, models, figures_dir, seed: int | None = 0, file
     return figures
 
 
-def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int = 0,
-                device: str = "auto") -> Path:
+def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int = 0, device: str = "auto") -> Path:
     """Grad-CAM++ of one run (``fedlib explain``): each chosen image above its map,
     captioned with the predicted class and probability; returns the written file."""
     run = results.load_run(run_dir)
@@ -689,7 +755,10 @@ def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int =
     outline = " (white outline: true lesion)" if data.synthetic else ""
     block = _layer_note(panels[0]) if panels else pick_cam_layer(cfg.model, cfg.image_size)[0]
     about = run.final.get("data_description") or data.description
-    fig.suptitle(f"Grad-CAM++ of {DISPLAY_NAMES[cfg.model]}, {ROW_TITLES.get(cfg.mode, cfg.mode)}"
-                 f"{outline}\n{about}, profile {cfg.profile}, {cfg.image_size} px input; training seed "
-                 f"{cfg.seed}, image seed {seed}\nblock {block} ({LAYER_RULE})", fontsize=10)
+    fig.suptitle(
+        f"Grad-CAM++ of {DISPLAY_NAMES[cfg.model]}, {ROW_TITLES.get(cfg.mode, cfg.mode)}"
+        f"{outline}\n{about}, profile {cfg.profile}, {cfg.image_size} px input; training seed "
+        f"{cfg.seed}, image seed {seed}\nblock {block} ({LAYER_RULE})",
+        fontsize=10,
+    )
     return save_figure(fig, Path(out) if out is not None else run.path / "gradcam.png")

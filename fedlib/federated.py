@@ -59,8 +59,14 @@ class ClientResult:
 class ClientPool(Protocol):
     """Where clients run: in this process, or behind Flower."""
 
-    def fit_round(self, round_idx: int, clients: list[int], global_state: dict[str, torch.Tensor],
-                  attempt: int, local_states: dict[int, dict] | None = None) -> Iterator[ClientResult]:
+    def fit_round(
+        self,
+        round_idx: int,
+        clients: list[int],
+        global_state: dict[str, torch.Tensor],
+        attempt: int,
+        local_states: dict[int, dict] | None = None,
+    ) -> Iterator[ClientResult]:
         """Train ``clients`` from ``global_state``, each with its own entries of ``local_states``
         (FedBN's normalization layers) in place of the global ones; results in client order."""
         ...
@@ -111,8 +117,17 @@ class InProcessClients:
             started = time.perf_counter()
             try:
                 update, opt_state = client.fit(
-                    self.model, exp.data.train_images, exp.data.train_labels, exp.parts[c], cfg, exp.hw,
-                    round_idx, c, attempt, self.opt_states.get(c) if cfg.keep_optimizer_state else None)
+                    self.model,
+                    exp.data.train_images,
+                    exp.data.train_labels,
+                    exp.parts[c],
+                    cfg,
+                    exp.hw,
+                    round_idx,
+                    c,
+                    attempt,
+                    self.opt_states.get(c) if cfg.keep_optimizer_state else None,
+                )
             except Exception as exc:  # a failing site must not take the federation down
                 yield ClientResult(c, None, f"raised {type(exc).__name__}: {exc}")
                 continue
@@ -128,9 +143,16 @@ class InProcessClients:
 
 def strategy_of(cfg) -> Strategy:
     """The run's strategy, with its parameters from the config."""
-    return build_strategy(cfg.strategy, server_lr=cfg.server_lr, server_momentum=cfg.server_momentum,
-                          beta1=cfg.beta1, beta2=cfg.beta2, tau=cfg.tau, trim_fraction=cfg.trim_fraction,
-                          proximal_mu=cfg.proximal_mu)
+    return build_strategy(
+        cfg.strategy,
+        server_lr=cfg.server_lr,
+        server_momentum=cfg.server_momentum,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        tau=cfg.tau,
+        trim_fraction=cfg.trim_fraction,
+        proximal_mu=cfg.proximal_mu,
+    )
 
 
 @dataclass
@@ -143,8 +165,15 @@ class RoundResult:
     dropped: int
 
 
-def _aggregate_round(pool: ClientPool, exp: Experiment, strategy: Strategy, r: int, global_state: dict,
-                     local_states: dict[int, dict], local_keys: set[str]) -> RoundResult:
+def _aggregate_round(
+    pool: ClientPool,
+    exp: Experiment,
+    strategy: Strategy,
+    r: int,
+    global_state: dict,
+    local_states: dict[int, dict],
+    local_keys: set[str],
+) -> RoundResult:
     """One round, retried on too few answers."""
     cfg = exp.cfg
     num_clients = len(exp.parts)
@@ -173,12 +202,28 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, strategy: Strategy, r: i
                 kept[res.client] = {k: u.state[k] for k in local_keys}
             if res.members:  # a secure aggregate: each member's count and loss, nothing else
                 for c, n, loss in res.members:
-                    rows.append({**base, "client": c, "status": "used", "reason": "secure aggregate",
-                                 "num_examples": n, "train_loss": loss})
+                    rows.append(
+                        {
+                            **base,
+                            "client": c,
+                            "status": "used",
+                            "reason": "secure aggregate",
+                            "num_examples": n,
+                            "train_loss": loss,
+                        }
+                    )
                     updates.append((c, Update({}, n, loss)))
             else:
-                rows.append({**base, "status": "used", "reason": "", "num_examples": u.num_examples,
-                             "train_loss": u.loss, **u.metrics})
+                rows.append(
+                    {
+                        **base,
+                        "status": "used",
+                        "reason": "",
+                        "num_examples": u.num_examples,
+                        "train_loss": u.loss,
+                        **u.metrics,
+                    }
+                )
                 updates.append((res.client, Update({}, u.num_examples, u.loss, u.metrics)))
         if len(updates) >= needed:
             return RoundResult(acc.result(), kept, updates, rows, attempt + 1, dropped)
@@ -198,8 +243,10 @@ def _summary(dropped: list[str], width: int = 160) -> str:
     for entry in dropped:
         c, reason = entry.split(":", 1)
         by_reason.setdefault(reason, []).append(c)
-    return "; ".join(f"client {', '.join(dict.fromkeys(cs))}: "
-                     f"{reason if len(reason) <= width else reason[:width] + '...'}" for reason, cs in by_reason.items())
+    return "; ".join(
+        f"client {', '.join(dict.fromkeys(cs))}: {reason if len(reason) <= width else reason[:width] + '...'}"
+        for reason, cs in by_reason.items()
+    )
 
 
 class Rounds:
@@ -224,15 +271,17 @@ class Rounds:
             self.dp_steps, self.spent = checkpoint.get("dp_steps", {}), checkpoint.get("dp_epsilon", {})
             self.strategy.load_state_dict(checkpoint.get("strategy", {}))
             self.local_states = checkpoint.get("local_states", {})
-            self.clients_rows = [row for row in runs.read_history(exp.run_dir / "clients.csv")
-                                 if int(row["round"]) <= checkpoint["round"]]
+            self.clients_rows = [
+                row
+                for row in runs.read_history(exp.run_dir / "clients.csv")
+                if int(row["round"]) <= checkpoint["round"]
+            ]
         self.pool = pool if pool is not None else InProcessClients(exp, self.model, opt_states)
 
     def step(self, r: int) -> dict:
         cfg = self.cfg
         global_state = cpu_state(self.model)
-        res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state, self.local_states,
-                               self.local_keys)
+        res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state, self.local_states, self.local_keys)
         shared = {k: v for k, v in global_state.items() if k not in self.local_keys}
         self.model.load_state_dict({**global_state, **self.strategy.server_step(shared, res.aggregate, r)})
         self.local_states.update(res.kept)
@@ -241,9 +290,14 @@ class Rounds:
         self.clients_rows += res.rows
         runs.write_history(self.exp.run_dir / "clients.csv", self.clients_rows)
         n = sum(u.num_examples for _, u in res.updates)
-        row = {"epoch": (r + 1) * cfg.local_epochs, "sample_passes": cfg.local_epochs * n,
-               "train_loss": sum(u.loss * u.num_examples for _, u in res.updates) / n,
-               "clients_used": len(res.updates), "clients_dropped": res.dropped, "attempts": res.attempts}
+        row = {
+            "epoch": (r + 1) * cfg.local_epochs,
+            "sample_passes": cfg.local_epochs * n,
+            "train_loss": sum(u.loss * u.num_examples for _, u in res.updates) / n,
+            "clients_used": len(res.updates),
+            "clients_dropped": res.dropped,
+            "attempts": res.attempts,
+        }
         if cfg.dp:
             row["epsilon_max"] = max(self.spent.values(), default=0.0)
         return row
@@ -263,8 +317,13 @@ class Rounds:
 
     def state(self) -> dict:
         # No RNG state is needed: every draw derives from (seed, round, client).
-        state = {"model": cpu_state(self.model), "dp_steps": self.dp_steps, "dp_epsilon": self.spent,
-                 "strategy": self.strategy.state_dict(), "local_states": self.local_states}
+        state = {
+            "model": cpu_state(self.model),
+            "dp_steps": self.dp_steps,
+            "dp_epsilon": self.spent,
+            "strategy": self.strategy.state_dict(),
+            "local_states": self.local_states,
+        }
         if self.cfg.keep_optimizer_state:
             state["client_optimizers"] = getattr(self.pool, "opt_states", {})
         return state
@@ -273,8 +332,7 @@ class Rounds:
         exp = self.exp
         if not self.local_keys:
             return exp.final_metrics(self.model)
-        return mean_over_clients([exp.final_metrics(self.client_model(c), exp.parts[c])
-                                  for c in range(len(exp.parts))])
+        return mean_over_clients([exp.final_metrics(self.client_model(c), exp.parts[c]) for c in range(len(exp.parts))])
 
 
 def run_fedavg(exp: Experiment, checkpoint: dict | None, history: list[dict], pool: ClientPool | None = None) -> dict:
@@ -286,14 +344,17 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, history: list[dict], po
     train_loop(exp, server, cfg.rounds, history, desc=f"{cfg.strategy} {cfg.model}", checkpoint=checkpoint)
     final = server.final()
     if cfg.dp:
-        final["privacy"] = {"delta": cfg.dp_delta,
-                            "epsilon_per_client": {str(c): e for c, e in sorted(server.spent.items())},
-                            "epsilon_max": max(server.spent.values(), default=0.0)}
+        final["privacy"] = {
+            "delta": cfg.dp_delta,
+            "epsilon_per_client": {str(c): e for c, e in sorted(server.spent.items())},
+            "epsilon_max": max(server.spent.values(), default=0.0),
+        }
     return final
 
 
-def _account(updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg,
-             rows: list[dict]) -> None:
+def _account(
+    updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg, rows: list[dict]
+) -> None:
     """Add this round's DP-SGD steps to each client's total and its epsilon spent so far to
     its clients.csv row."""
     for c, u in updates:

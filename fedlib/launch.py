@@ -15,13 +15,28 @@ from .config import TrainConfig
 from .runner import train
 
 
-def run(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, superlink: str | None = None, root_certificates: str | None = None) -> dict:
+def run(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    superlink: str | None = None,
+    root_certificates: str | None = None,
+) -> dict:
     """Train ``cfg`` into ``out``; returns final.json's content. ``superlink`` and
     ``root_certificates`` are for the ``flower`` engine (see ``fedlib.flower.run_flower``)."""
     if cfg.engine == "inprocess":
         return train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     from .flower import run_flower
 
-    return run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress, superlink=superlink,
-                      root_certificates=root_certificates)
+    return run_flower(
+        cfg,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        superlink=superlink,
+        root_certificates=root_certificates,
+    )

@@ -47,8 +47,17 @@ def resumed_history(exp: Experiment, checkpoint: dict | None) -> list[dict]:
     return rows[: checkpoint["history_rows"]]
 
 
-def train_loop(exp: Experiment, trainer: Trainer, total: int, history: list[dict], *, desc: str,
-               checkpoint: dict | None = None, key: dict | None = None, extra: dict | None = None) -> None:
+def train_loop(
+    exp: Experiment,
+    trainer: Trainer,
+    total: int,
+    history: list[dict],
+    *,
+    desc: str,
+    checkpoint: dict | None = None,
+    key: dict | None = None,
+    extra: dict | None = None,
+) -> None:
     """Steps ``checkpoint[unit]`` (0 without one) to ``total`` of ``trainer``.
 
     ``key`` leads every history row (local-only: the client); ``extra`` goes into every
@@ -67,8 +76,15 @@ def train_loop(exp: Experiment, trainer: Trainer, total: int, history: list[dict
         history.append(row)
         runs.write_history(exp.run_dir / "history.csv", history)
         if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
-            runs.save_checkpoint(exp.run_dir, {
-                unit: i + 1, "sample_passes": passes, "wall_time": exp.elapsed(), "history_rows": len(history),
-                **trainer.state(), **(extra or {}),
-            })
+            runs.save_checkpoint(
+                exp.run_dir,
+                {
+                    unit: i + 1,
+                    "sample_passes": passes,
+                    "wall_time": exp.elapsed(),
+                    "history_rows": len(history),
+                    **trainer.state(),
+                    **(extra or {}),
+                },
+            )
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")

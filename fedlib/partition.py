@@ -95,9 +95,11 @@ def partition(
     if method == "by_source":
         known = {str(s) for s in sources} - {"unknown"}
         if not known:
-            raise UserError("--partition by_source needs the source column of the split file (the 4th), "
-                            "but every image's source is unknown (3-column split file); use --partition "
-                            "iid or dirichlet.")
+            raise UserError(
+                "--partition by_source needs the source column of the split file (the 4th), "
+                "but every image's source is unknown (3-column split file); use --partition "
+                "iid or dirichlet."
+            )
         return by_source(sources)
     raise UserError(f"unknown partition {method!r}; choose one of {', '.join(PARTITIONS)}.")
 
@@ -124,9 +126,11 @@ def check_parts(parts: Sequence[np.ndarray], method: str, minimum: int = 2) -> N
     small = [c for c, p in enumerate(parts) if len(p) < minimum]
     if small:
         sizes = ", ".join(f"{c}: {len(p)}" for c, p in enumerate(parts))
-        raise UserError(f"the {method} partition leaves client(s) {', '.join(map(str, small))} with fewer than "
-                        f"{minimum} images (images per client: {sizes}); raise --alpha, use fewer --clients "
-                        "or another --partition.")
+        raise UserError(
+            f"the {method} partition leaves client(s) {', '.join(map(str, small))} with fewer than "
+            f"{minimum} images (images per client: {sizes}); raise --alpha, use fewer --clients "
+            "or another --partition."
+        )
 
 
 def class_counts(parts: Sequence[np.ndarray], labels: Sequence[int], num_classes: int) -> np.ndarray:

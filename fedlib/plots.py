@@ -47,8 +47,12 @@ from .results import LAST_EVALS, Run
 from .runs import atomic_write_bytes, atomic_write_text
 
 # One look for every figure: applied around each figure's construction, not globally.
-STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.9),
-         "figure.dpi": 100, "axes.titleweight": "bold"}
+STYLE = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("notebook", font_scale=0.9),
+    "figure.dpi": 100,
+    "axes.titleweight": "bold",
+}
 _PALETTE = sns.color_palette("colorblind", 10)
 MODEL_COLORS = {m: _PALETTE[i] for i, m in enumerate(MODEL_NAMES)}
 MODE_COLORS = {"fedavg": _PALETTE[0], "central": _PALETTE[1], "local": _PALETTE[2]}
@@ -93,25 +97,31 @@ def describe_runs(runs: Sequence[Run]) -> str:
     if not runs:
         return "no finished runs"
     size = runs[0].config.get("image_size")
-    return " · ".join([
-        " / ".join(sorted({str(r.final.get("data_description", "unknown data")) for r in runs})),
-        f"profile {runs[0].config.get('profile', runs[0].final.get('profile'))}",
-        f"{size}×{size} px",
-        seeds_phrase(runs),
-    ])
+    return " · ".join(
+        [
+            " / ".join(sorted({str(r.final.get("data_description", "unknown data")) for r in runs})),
+            f"profile {runs[0].config.get('profile', runs[0].final.get('profile'))}",
+            f"{size}×{size} px",
+            seeds_phrase(runs),
+        ]
+    )
 
 
 def describe_final(final: dict) -> str:
     """One line for the title of a single run's figure."""
     model = DISPLAY_NAMES.get(final["model"], final["model"])
-    return (f"{model} {MODE_NAMES.get(final['mode'], final['mode'])} · {final['data_description']} · "
-            f"profile {final['profile']} · seed {final['seed']}")
+    return (
+        f"{model} {MODE_NAMES.get(final['mode'], final['mode'])} · {final['data_description']} · "
+        f"profile {final['profile']} · seed {final['seed']}"
+    )
 
 
 def describe_data(data, cfg) -> str:
     """One line for the data figures: what data set, how it is split among clients."""
-    return (f"{data.description} · profile {cfg.profile} · seed {cfg.seed} · "
-            f"{cfg.partition} partition into {cfg.clients} clients")
+    return (
+        f"{data.description} · profile {cfg.profile} · seed {cfg.seed} · "
+        f"{cfg.partition} partition into {cfg.clients} clients"
+    )
 
 
 # ---------------------------------------------------------------- saving
@@ -143,6 +153,7 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     A column ``X`` with a column ``X_sd`` beside it is shown as one cell ``mean ± sd``
     (just the mean where the sd is NaN: one seed).
     """
+
     def cell(v) -> str:
         if isinstance(v, float | np.floating):
             return "–" if math.isnan(v) else f"{v:.{digits}f}"
@@ -197,8 +208,7 @@ def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw) -
     return fig, axes
 
 
-def _panel_grid(count: int, max_cols: int, panel_w: float, panel_h: float,
-                extra_h: float) -> tuple[Figure, np.ndarray]:
+def _panel_grid(count: int, max_cols: int, panel_w: float, panel_h: float, extra_h: float) -> tuple[Figure, np.ndarray]:
     """One panel per shown model (unused panels hidden); a note when nothing is shown."""
     n = max(count, 1)
     ncols = min(n, max_cols)
@@ -233,6 +243,7 @@ def _empty_note(ax, text: str = "no finished runs") -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
+
 # ---------------------------------------------------------------- 00: data
 
 
@@ -242,8 +253,13 @@ def split_counts(data, train_idx=None, test_idx=None, about: str | None = None) 
     for split, labels, idx in (("train", data.train_labels, train_idx), ("test", data.test_labels, test_idx)):
         labels = np.asarray(labels) if idx is None else np.asarray(labels)[idx]
         counts = np.bincount(labels, minlength=len(data.classes))
-        rows.append({"split": split, **{c: int(n) for c, n in zip(data.classes, counts, strict=True)},
-                     "total": int(counts.sum())})
+        rows.append(
+            {
+                "split": split,
+                **{c: int(n) for c, n in zip(data.classes, counts, strict=True)},
+                "total": int(counts.sum()),
+            }
+        )
     df = pd.DataFrame(rows)
     df.attrs["caption"] = f"Images per class and split. {about or data.description}."
     return df
@@ -255,8 +271,9 @@ def client_counts(parts, labels, classes: Sequence[str], about: str = "") -> pd.
     rows = []
     for i, part in enumerate(parts):
         counts = np.bincount(labels[np.asarray(part)], minlength=len(classes))
-        rows.append({"client": i, **{c: int(n) for c, n in zip(classes, counts, strict=True)},
-                     "total": int(counts.sum())})
+        rows.append(
+            {"client": i, **{c: int(n) for c, n in zip(classes, counts, strict=True)}, "total": int(counts.sum())}
+        )
     df = pd.DataFrame(rows)
     df.attrs["caption"] = f"Training images per class held by each client. {about}".strip()
     return df
@@ -310,12 +327,14 @@ def sample_images(data, cfg, split: str = "train", per_class: int = 3) -> list[d
         idx = np.flatnonzero(labels == k)
         for i in rng.choice(idx, size=min(per_class, len(idx)), replace=False):
             rec = records[int(i)]
-            out.append({
-                "image": np.asarray(load_image(image_dir / rec.filename).convert("L")),
-                "label": name,
-                "filename": rec.filename,
-                "mask": load_mask(data.root, split, rec.filename) if synthetic else None,
-            })
+            out.append(
+                {
+                    "image": np.asarray(load_image(image_dir / rec.filename).convert("L")),
+                    "label": name,
+                    "filename": rec.filename,
+                    "mask": load_mask(data.root, split, rec.filename) if synthetic else None,
+                }
+            )
     return out
 
 
@@ -354,7 +373,9 @@ def fig_run_history(history: pd.DataFrame, about: str) -> Figure:
             loss_ax.plot(h["round"], h["train_loss"], marker="o", markersize=3, label="train" + suffix)
             if "test_loss" in h:
                 t = h.dropna(subset=["test_loss"])
-                loss_ax.plot(t["round"], t["test_loss"], marker="s", markersize=3, linestyle="--", label="test" + suffix)
+                loss_ax.plot(
+                    t["round"], t["test_loss"], marker="s", markersize=3, linestyle="--", label="test" + suffix
+                )
                 acc_ax.plot(t["round"], t["test_accuracy"], marker="o", markersize=3, label="test" + suffix)
         if history.empty:
             _empty_note(loss_ax, "no history yet")
@@ -377,9 +398,16 @@ def final_metrics_table(final: dict) -> pd.DataFrame:
     rows = []
     for split in ("train", "test"):
         m = final[split]
-        rows.append({"split": split, "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                     **{f"sensitivity {c}": m[f"sensitivity_{slug(c)}"] for c in classes},
-                     "loss": m.get("loss", float("nan")), "images": m.get("n")})
+        rows.append(
+            {
+                "split": split,
+                "accuracy": m["accuracy"],
+                "balanced_accuracy": m["balanced_accuracy"],
+                **{f"sensitivity {c}": m[f"sensitivity_{slug(c)}"] for c in classes},
+                "loss": m.get("loss", float("nan")),
+                "images": m.get("n"),
+            }
+        )
     df = pd.DataFrame(rows)
     df.attrs["caption"] = f"Final metrics. {describe_final(final)}."
     return df
@@ -388,9 +416,11 @@ def final_metrics_table(final: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- 02 and 03: the runs of a reproduction
 
 FED, POOLED = "fedavg", "central"
-CHANCE_RULE = (f"at chance: test balanced accuracy at most 1/classes + {CHANCE_MARGIN:g} "
-               "(what predicting one class for every image scores); its accuracy is then that class's "
-               "share of the test set and shows no learning")
+CHANCE_RULE = (
+    f"at chance: test balanced accuracy at most 1/classes + {CHANCE_MARGIN:g} "
+    "(what predicting one class for every image scores); its accuracy is then that class's "
+    "share of the test set and shows no learning"
+)
 
 
 def _select(runs: Sequence[Run], mode: str, models: Sequence[str] | None = None) -> list[Run]:
@@ -407,8 +437,9 @@ def _by_model(runs: Sequence[Run]) -> dict[str, list[Run]]:
     return out
 
 
-def _missing(runs: Sequence[Run], models: Sequence[str] | None, modes: Sequence[str],
-             seeds: Sequence[int] | None = None) -> list[str]:
+def _missing(
+    runs: Sequence[Run], models: Sequence[str] | None, modes: Sequence[str], seeds: Sequence[int] | None = None
+) -> list[str]:
     """Expected runs without a finished run: ``<model>-<mode>`` when no seed has finished,
     else ``<model>-<mode> (seeds 1, 2)``."""
     if models is None:
@@ -430,9 +461,13 @@ def chance_note(runs: Sequence[Run]) -> str:
     for r in runs:
         groups.setdefault((r.model, r.mode), []).append(results.run_metrics(r)["at_chance"])
     modes = list(MODE_NAMES)
-    flagged = [f"{_name(m)} {MODE_NAMES.get(mode, mode)}" + (f" ({sum(f)} of {len(f)} seeds)" if len(f) > 1 else "")
-               for (m, mode), f in sorted(groups.items(), key=lambda kv: modes.index(kv[0][1])
-                                          if kv[0][1] in modes else len(modes)) if any(f)]
+    flagged = [
+        f"{_name(m)} {MODE_NAMES.get(mode, mode)}" + (f" ({sum(f)} of {len(f)} seeds)" if len(f) > 1 else "")
+        for (m, mode), f in sorted(
+            groups.items(), key=lambda kv: modes.index(kv[0][1]) if kv[0][1] in modes else len(modes)
+        )
+        if any(f)
+    ]
     if not flagged:
         return ""
     return f"AT CHANCE (balanced accuracy ≤ 1/classes + {CHANCE_MARGIN:g}): " + ", ".join(flagged)
@@ -474,14 +509,15 @@ def _seed_summary(rows: pd.DataFrame, columns: dict[str, str], by_seed: str | No
     return df
 
 
-def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequence[str],
-              *notes: str) -> pd.DataFrame:
+def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequence[str], *notes: str) -> pd.DataFrame:
     """Attach the caption: what, on which data and seeds, what the columns mean, what is missing."""
     multi = "seeds" in df and len(df) and (df["seeds"] > 1).any()
     parts = [title, f"{describe_runs(runs)}."]
     if multi:
-        parts.append("Cells: mean ± sd over seeds; *_by_seed lists each seed (s<seed> value); every "
-                     "run's numbers are in the _per_seed.csv beside this table.")
+        parts.append(
+            "Cells: mean ± sd over seeds; *_by_seed lists each seed (s<seed> value); every "
+            "run's numbers are in the _per_seed.csv beside this table."
+        )
     parts += [n for n in notes if n]
     if "seeds_at_chance" in df:
         parts.append(f"seeds_at_chance: runs {CHANCE_RULE}.")
@@ -495,16 +531,23 @@ def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequen
     return df
 
 
-_ACCURACY_COLUMNS = {"train_accuracy": "train_accuracy", "test_accuracy": "test_accuracy",
-                     "test_balanced_accuracy": "test_balanced_accuracy",
-                     f"test_sensitivity_{COVID}": f"test_{COVID}_sensitivity", LAST: LAST}
-_ACCURACY_NOTE = (f"Train: un-augmented training images. test_balanced_accuracy: mean per-class sensitivity; "
-                  f"test_{COVID}_sensitivity: share of COVID-19 test images called COVID-19; {LAST}: mean test "
-                  f"accuracy over the last {LAST_EVALS} evaluations (the last one alone is a noisy point).")
+_ACCURACY_COLUMNS = {
+    "train_accuracy": "train_accuracy",
+    "test_accuracy": "test_accuracy",
+    "test_balanced_accuracy": "test_balanced_accuracy",
+    f"test_sensitivity_{COVID}": f"test_{COVID}_sensitivity",
+    LAST: LAST,
+}
+_ACCURACY_NOTE = (
+    f"Train: un-augmented training images. test_balanced_accuracy: mean per-class sensitivity; "
+    f"test_{COVID}_sensitivity: share of COVID-19 test images called COVID-19; {LAST}: mean test "
+    f"accuracy over the last {LAST_EVALS} evaluations (the last one alone is a noisy point)."
+)
 
 
-def table2_fl_accuracy(runs: Sequence[Run], models: Sequence[str] | None = None,
-                       seeds: Sequence[int] | None = None) -> pd.DataFrame:
+def table2_fl_accuracy(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> pd.DataFrame:
     """The paper's Table 2: FedAvg accuracy and parameter count per model, over seeds."""
     fed = _select(runs, FED, models)
     rows = _metrics(fed)
@@ -512,21 +555,33 @@ def table2_fl_accuracy(runs: Sequence[Run], models: Sequence[str] | None = None,
     params = [int(rows.loc[rows["model"] == m, "params"].iloc[0]) for m in dict.fromkeys(rows["model"])]
     df.insert(2, "params", params)
     df.insert(3, "params_millions", [p / 1e6 for p in params])
-    return _annotate(df, "Table 2. Accuracy with federated learning (FedAvg).", fed,
-                     _missing(runs, models, [FED], seeds), _ACCURACY_NOTE)
+    return _annotate(
+        df,
+        "Table 2. Accuracy with federated learning (FedAvg).",
+        fed,
+        _missing(runs, models, [FED], seeds),
+        _ACCURACY_NOTE,
+    )
 
 
-def table4_pooled_accuracy(runs: Sequence[Run], models: Sequence[str] | None = None,
-                           seeds: Sequence[int] | None = None) -> pd.DataFrame:
+def table4_pooled_accuracy(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> pd.DataFrame:
     """The paper's Table 4: accuracy without federated learning (pooled data), over seeds."""
     pooled = _select(runs, POOLED, models)
     df = _seed_summary(_metrics(pooled), _ACCURACY_COLUMNS, by_seed="test_accuracy")
-    return _annotate(df, "Table 4. Accuracy without federated learning (pooled training).", pooled,
-                     _missing(runs, models, [POOLED], seeds), _ACCURACY_NOTE)
+    return _annotate(
+        df,
+        "Table 4. Accuracy without federated learning (pooled training).",
+        pooled,
+        _missing(runs, models, [POOLED], seeds),
+        _ACCURACY_NOTE,
+    )
 
 
-def table3_per_label(runs: Sequence[Run], models: Sequence[str] | None = None,
-                     seeds: Sequence[int] | None = None, split: str = "test") -> pd.DataFrame:
+def table3_per_label(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None, split: str = "test"
+) -> pd.DataFrame:
     """The paper's Table 3: per-label accuracy (per-class sensitivity on ``split``) with FedAvg,
     one row per model, one column per class."""
     fed = _select(runs, FED, models)
@@ -535,8 +590,12 @@ def table3_per_label(runs: Sequence[Run], models: Sequence[str] | None = None,
     covid = f"{split}_sensitivity_{COVID}"
     df = _seed_summary(_metrics(fed), columns, by_seed=covid if covid in columns else None)
     df.attrs["split"] = split
-    return _annotate(df, f"Table 3. Per-label accuracy (sensitivity on the {split} set) with federated "
-                     "learning.", fed, _missing(runs, models, [FED], seeds))
+    return _annotate(
+        df,
+        f"Table 3. Per-label accuracy (sensitivity on the {split} set) with federated learning.",
+        fed,
+        _missing(runs, models, [FED], seeds),
+    )
 
 
 def _ratio_text(ratios: Sequence[float]) -> str:
@@ -545,8 +604,7 @@ def _ratio_text(ratios: Sequence[float]) -> str:
         return "the runs do not record their sample passes"
     low, high = min(ratios), max(ratios)
     span = f"{low:.2f}x" if high - low < 0.005 else f"{low:.2f}x to {high:.2f}x"
-    verdict = ("about equal compute" if all(abs(r - 1) <= 0.05 for r in ratios)
-               else "not an equal-compute comparison")
+    verdict = "about equal compute" if all(abs(r - 1) <= 0.05 for r in ratios) else "not an equal-compute comparison"
     return f"pooled training made {span} FedAvg's sample passes ({verdict})"
 
 
@@ -554,8 +612,13 @@ def _verdict(n: int, fed_at_chance: int, pooled_at_chance: int, gap: float, epsi
     """The gap table's verdict for one model over ``n`` paired seeds; no verdict on a gap when
     either mode has a run at chance."""
     if fed_at_chance and pooled_at_chance:
-        seeds = ("" if n == 1 else f" (all {n} seeds)" if fed_at_chance == pooled_at_chance == n
-                 else f" (FedAvg {fed_at_chance}, pooled {pooled_at_chance} of {n} seeds)")
+        seeds = (
+            ""
+            if n == 1
+            else f" (all {n} seeds)"
+            if fed_at_chance == pooled_at_chance == n
+            else f" (FedAvg {fed_at_chance}, pooled {pooled_at_chance} of {n} seeds)"
+        )
         return "not compared: both at chance" + seeds
     if fed_at_chance or pooled_at_chance:
         who, k = ("FedAvg", fed_at_chance) if fed_at_chance else ("pooled", pooled_at_chance)
@@ -563,8 +626,9 @@ def _verdict(n: int, fed_at_chance: int, pooled_at_chance: int, gap: float, epsi
     return "within epsilon" if gap <= epsilon else "outside epsilon"
 
 
-def table_gap(runs: Sequence[Run], epsilon: float, models: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None) -> pd.DataFrame:
+def table_gap(
+    runs: Sequence[Run], epsilon: float, models: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> pd.DataFrame:
     """|V_FED - V_SUM| per model against the tolerance ``epsilon``, over seeds.
 
     V_FED is the FedAvg model's test accuracy, V_SUM the pooled model's; the paper asks
@@ -579,41 +643,73 @@ def table_gap(runs: Sequence[Run], epsilon: float, models: Sequence[str] | None 
     rows = []
     for key in (k for k in fed if k in pooled):
         f, p = results.run_metrics(fed[key]), results.run_metrics(pooled[key])
-        rows.append({
-            "model": key[0], "seed": key[1],
-            "test_fed": f["test_accuracy"], "test_pooled": p["test_accuracy"],
-            "test_gap": abs(f["test_accuracy"] - p["test_accuracy"]),
-            "balanced_fed": f["test_balanced_accuracy"], "balanced_pooled": p["test_balanced_accuracy"],
-            "balanced_gap": abs(f["test_balanced_accuracy"] - p["test_balanced_accuracy"]),
-            "pooled_to_fedavg_passes": p["sample_passes"] / f["sample_passes"],
-            "fed_at_chance": f["at_chance"], "pooled_at_chance": p["at_chance"],
-            "at_chance": f["at_chance"] or p["at_chance"], "pooled_budget": p["pooled_budget"],
-        })
-    columns = ["model", "seed", "test_fed", "test_pooled", "test_gap", "balanced_fed", "balanced_pooled",
-               "balanced_gap", "pooled_to_fedavg_passes", "fed_at_chance", "pooled_at_chance", "at_chance",
-               "pooled_budget"]
+        rows.append(
+            {
+                "model": key[0],
+                "seed": key[1],
+                "test_fed": f["test_accuracy"],
+                "test_pooled": p["test_accuracy"],
+                "test_gap": abs(f["test_accuracy"] - p["test_accuracy"]),
+                "balanced_fed": f["test_balanced_accuracy"],
+                "balanced_pooled": p["test_balanced_accuracy"],
+                "balanced_gap": abs(f["test_balanced_accuracy"] - p["test_balanced_accuracy"]),
+                "pooled_to_fedavg_passes": p["sample_passes"] / f["sample_passes"],
+                "fed_at_chance": f["at_chance"],
+                "pooled_at_chance": p["at_chance"],
+                "at_chance": f["at_chance"] or p["at_chance"],
+                "pooled_budget": p["pooled_budget"],
+            }
+        )
+    columns = [
+        "model",
+        "seed",
+        "test_fed",
+        "test_pooled",
+        "test_gap",
+        "balanced_fed",
+        "balanced_pooled",
+        "balanced_gap",
+        "pooled_to_fedavg_passes",
+        "fed_at_chance",
+        "pooled_at_chance",
+        "at_chance",
+        "pooled_budget",
+    ]
     rows = pd.DataFrame(rows, columns=columns)
     values = {c: c for c in columns[2:9]}
     df = _seed_summary(rows, values, by_seed="test_gap").drop(columns="seeds_at_chance")
     verdicts, budgets = [], []
     for i, (_, g) in enumerate(rows.groupby("model", sort=False)):
-        verdicts.append(_verdict(len(g), int(g["fed_at_chance"].sum()), int(g["pooled_at_chance"].sum()),
-                                 df["test_gap"].iloc[i], epsilon))
+        verdicts.append(
+            _verdict(
+                len(g), int(g["fed_at_chance"].sum()), int(g["pooled_at_chance"].sum()), df["test_gap"].iloc[i], epsilon
+            )
+        )
         budgets.append(" / ".join(sorted({str(b) for b in g["pooled_budget"]})))
-    at = df.columns.get_loc("balanced_gap_sd") + 1 if "balanced_gap_sd" in df else df.columns.get_loc("balanced_gap") + 1
+    at = (
+        df.columns.get_loc("balanced_gap_sd") + 1 if "balanced_gap_sd" in df else df.columns.get_loc("balanced_gap") + 1
+    )
     df.insert(at, "epsilon", [epsilon] * len(df))
     df.insert(at + 1, "verdict", verdicts)
     df.insert(at + 2, "pooled_budget", budgets)
-    ratio = (f"Pooled budget: {' / '.join(sorted({str(b) for b in rows['pooled_budget']}))}; "
-             f"{_ratio_text(list(rows['pooled_to_fedavg_passes']))}." if len(rows) else "")
-    chosen = [r for r in runs if (r.model, r.seed) in fed and (r.model, r.seed) in pooled
-              and r.mode in (FED, POOLED)]
+    ratio = (
+        f"Pooled budget: {' / '.join(sorted({str(b) for b in rows['pooled_budget']}))}; "
+        f"{_ratio_text(list(rows['pooled_to_fedavg_passes']))}."
+        if len(rows)
+        else ""
+    )
+    chosen = [r for r in runs if (r.model, r.seed) in fed and (r.model, r.seed) in pooled and r.mode in (FED, POOLED)]
     return _annotate(
-        df, f"Gap |V_FED - V_SUM| between federated (FedAvg) and pooled test accuracy, and the same for "
+        df,
+        f"Gap |V_FED - V_SUM| between federated (FedAvg) and pooled test accuracy, and the same for "
         f"balanced accuracy, against epsilon = {epsilon:g}; FedAvg and pooled runs of one seed are paired, "
-        "the verdict reads the mean gap.", chosen, _missing(runs, models, [FED, POOLED], seeds),
+        "the verdict reads the mean gap.",
+        chosen,
+        _missing(runs, models, [FED, POOLED], seeds),
         "A model at chance in either mode is not compared (verdict 'not compared'): its accuracy is the "
-        "majority class's share, and two such runs agree without having learned.", ratio)
+        "majority class's share, and two such runs agree without having learned.",
+        ratio,
+    )
 
 
 def _history_lines(ax, runs: Sequence[Run], x: str, y: str, color, label: str, gid_prefix: str) -> None:
@@ -622,17 +718,34 @@ def _history_lines(ax, runs: Sequence[Run], x: str, y: str, color, label: str, g
     several = len(drawn) > 1
     for r in drawn:
         h = r.history.dropna(subset=[y])
-        ax.plot(h[x], h[y], color=color, marker="" if several else "o", markersize=3,
-                linewidth=0.8 if several else 1.5, alpha=0.45 if several else 1.0,
-                label="_nolegend_" if several else label, gid=f"{gid_prefix}-seed{r.seed}")
+        ax.plot(
+            h[x],
+            h[y],
+            color=color,
+            marker="" if several else "o",
+            markersize=3,
+            linewidth=0.8 if several else 1.5,
+            alpha=0.45 if several else 1.0,
+            label="_nolegend_" if several else label,
+            gid=f"{gid_prefix}-seed{r.seed}",
+        )
     if several:
         mean = pd.concat([r.history[[x, y]] for r in drawn]).groupby(x)[y].mean()
-        ax.plot(mean.index, mean.to_numpy(), color=color, marker="o", markersize=3, linewidth=1.8,
-                label=f"{label} (mean of {len(drawn)} seeds)", gid=f"{gid_prefix}-mean")
+        ax.plot(
+            mean.index,
+            mean.to_numpy(),
+            color=color,
+            marker="o",
+            markersize=3,
+            linewidth=1.8,
+            label=f"{label} (mean of {len(drawn)} seeds)",
+            gid=f"{gid_prefix}-mean",
+        )
 
 
-def fig3_fl_loss(runs: Sequence[Run], models: Sequence[str] | None = None,
-                 seeds: Sequence[int] | None = None) -> Figure:
+def fig3_fl_loss(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> Figure:
     """The paper's Figure 3: federated training loss per round, one line per model (per seed,
     thin, with their mean when there are several)."""
     fed = _select(runs, FED, models)
@@ -648,8 +761,15 @@ def fig3_fl_loss(runs: Sequence[Run], models: Sequence[str] | None = None,
             ax.legend(fontsize=8)
         else:
             _empty_note(ax)
-        fig.suptitle(_title("Figure 3. Federated training loss", describe_runs(fed),
-                            _missing(runs, models, [FED], seeds), chance_note(fed)), fontsize=10)
+        fig.suptitle(
+            _title(
+                "Figure 3. Federated training loss",
+                describe_runs(fed),
+                _missing(runs, models, [FED], seeds),
+                chance_note(fed),
+            ),
+            fontsize=10,
+        )
     return fig
 
 
@@ -661,8 +781,9 @@ def _passes_ratio(runs: Sequence[Run], model: str) -> float:
     return float(np.mean(ratios)) if ratios else float("nan")
 
 
-def fig5_fl_vs_pooled_loss(runs: Sequence[Run], models: Sequence[str] | None = None,
-                           seeds: Sequence[int] | None = None) -> Figure:
+def fig5_fl_vs_pooled_loss(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+) -> Figure:
     """The paper's Figure 5: FedAvg beside pooled training loss, one panel per model, against
     training images processed (``sample_passes`` of history.csv).
 
@@ -672,37 +793,61 @@ def fig5_fl_vs_pooled_loss(runs: Sequence[Run], models: Sequence[str] | None = N
     """
     shown = _select(runs, FED, models) + _select(runs, POOLED, models)
     order = list(dict.fromkeys(r.model for r in _select(shown, FED, models) + _select(shown, POOLED, models)))
-    order = [m for m in (models if models is not None else MODEL_NAMES) if m in order] + \
-            [m for m in order if m not in (models if models is not None else MODEL_NAMES)]
+    order = [m for m in (models if models is not None else MODEL_NAMES) if m in order] + [
+        m for m in order if m not in (models if models is not None else MODEL_NAMES)
+    ]
     with _style():
         fig, axes = _panel_grid(len(order), 2, 4.4, 3.4, 1.3)
         for ax, m in zip(axes.flat, order, strict=False):
             for mode in (FED, POOLED):
-                _history_lines(ax, [r for r in shown if r.model == m and r.mode == mode], "sample_passes",
-                               "train_loss", MODE_COLORS[mode], MODE_NAMES[mode], f"{m}-{mode}")
+                _history_lines(
+                    ax,
+                    [r for r in shown if r.model == m and r.mode == mode],
+                    "sample_passes",
+                    "train_loss",
+                    MODE_COLORS[mode],
+                    MODE_NAMES[mode],
+                    f"{m}-{mode}",
+                )
             ratio = _passes_ratio(shown, m)
-            ax.set_title(_name(m) + ("" if math.isnan(ratio) else f" · pooled/FedAvg passes {ratio:.2f}x"),
-                         fontsize=9)
+            ax.set_title(_name(m) + ("" if math.isnan(ratio) else f" · pooled/FedAvg passes {ratio:.2f}x"), fontsize=9)
             ax.set_xlabel("training images processed (sample passes)")
             ax.set_ylabel("training loss")
             ax.legend(fontsize=8)
-        fig.suptitle(_title("Figure 5. Federated vs pooled training loss, against training images processed",
-                            describe_runs(shown), _missing(runs, models, [FED, POOLED], seeds),
-                            "x: sample passes (FedAvg round r ≈ r·E·C·N, pooled epoch e = e·N), "
-                            "so equal x is equal compute; rounds and epochs are not",
-                            chance_note(shown)), fontsize=10)
+        fig.suptitle(
+            _title(
+                "Figure 5. Federated vs pooled training loss, against training images processed",
+                describe_runs(shown),
+                _missing(runs, models, [FED, POOLED], seeds),
+                "x: sample passes (FedAvg round r ≈ r·E·C·N, pooled epoch e = e·N), "
+                "so equal x is equal compute; rounds and epochs are not",
+                chance_note(shown),
+            ),
+            fontsize=10,
+        )
     return fig
 
 
-def fig4_per_label_accuracy(runs: Sequence[Run], models: Sequence[str] | None = None,
-                            seeds: Sequence[int] | None = None, split: str = "test") -> Figure:
+def fig4_per_label_accuracy(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None, split: str = "test"
+) -> Figure:
     """The paper's Figure 4: grouped bars of per-label accuracy (sensitivity) with FedAvg, one
     group per class; with several seeds the bar is the mean, the whisker the sd, dots the seeds."""
     fed = _select(runs, FED, models)
     classes = list(fed[0].final["classes"]) if fed else list(CLASSES)
-    long = pd.DataFrame([{"model": _name(r.model), "seed": r.seed, "class": c,
-                          "sensitivity": results.run_metrics(r)[f"{split}_sensitivity_{slug(c)}"]}
-                         for r in fed for c in classes], columns=["model", "seed", "class", "sensitivity"])
+    long = pd.DataFrame(
+        [
+            {
+                "model": _name(r.model),
+                "seed": r.seed,
+                "class": c,
+                "sensitivity": results.run_metrics(r)[f"{split}_sensitivity_{slug(c)}"],
+            }
+            for r in fed
+            for c in classes
+        ],
+        columns=["model", "seed", "class", "sensitivity"],
+    )
     names = list(dict.fromkeys(long["model"]))
     several = len(long) and long.groupby("model")["seed"].nunique().max() > 1
     colors = {_name(m): c for m, c in MODEL_COLORS.items()}
@@ -712,26 +857,55 @@ def fig4_per_label_accuracy(runs: Sequence[Run], models: Sequence[str] | None = 
         if long.empty:
             _empty_note(ax)
         else:
-            sns.barplot(long, x="class", y="sensitivity", hue="model", order=classes, hue_order=names,
-                        palette=colors, errorbar="sd" if several else None, capsize=0.1, err_kws={"linewidth": 1},
-                        ax=ax)
+            sns.barplot(
+                long,
+                x="class",
+                y="sensitivity",
+                hue="model",
+                order=classes,
+                hue_order=names,
+                palette=colors,
+                errorbar="sd" if several else None,
+                capsize=0.1,
+                err_kws={"linewidth": 1},
+                ax=ax,
+            )
             for bars in ax.containers:
                 ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
             if several:
-                sns.stripplot(long, x="class", y="sensitivity", hue="model", order=classes, hue_order=names,
-                              palette={n: "0.15" for n in names}, dodge=True, size=3, legend=False, ax=ax)
+                sns.stripplot(
+                    long,
+                    x="class",
+                    y="sensitivity",
+                    hue="model",
+                    order=classes,
+                    hue_order=names,
+                    palette={n: "0.15" for n in names},
+                    dodge=True,
+                    size=3,
+                    legend=False,
+                    ax=ax,
+                )
             ax.set_ylim(0, 1.22)  # headroom for the legend above the bars
             ax.set_xlabel("")
             ax.set_ylabel(f"per-label accuracy ({split} sensitivity)")
             ax.legend(fontsize=8, loc="upper center", ncol=4)
-        fig.suptitle(_title("Figure 4. Per-label accuracy with federated learning"
-                            + (" (bars: mean, whiskers: sd, dots: seeds)" if several else ""), describe_runs(fed),
-                            _missing(runs, models, [FED], seeds), chance_note(fed)), fontsize=10)
+        fig.suptitle(
+            _title(
+                "Figure 4. Per-label accuracy with federated learning"
+                + (" (bars: mean, whiskers: sd, dots: seeds)" if several else ""),
+                describe_runs(fed),
+                _missing(runs, models, [FED], seeds),
+                chance_note(fed),
+            ),
+            fontsize=10,
+        )
     return fig
 
 
-def fig_confusion(runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                  split: str = "test") -> Figure:
+def fig_confusion(
+    runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None, split: str = "test"
+) -> Figure:
     """Confusion matrices (rows true, columns predicted) of the FedAvg models, one panel per model;
     with several seeds the counts are summed over them."""
     fed = _select(runs, FED, models)
@@ -742,8 +916,17 @@ def fig_confusion(runs: Sequence[Run], models: Sequence[str] | None = None, seed
         for ax, (m, rs) in zip(axes.flat, groups.items(), strict=False):
             classes = rs[0].final["classes"]
             cm = np.sum([np.asarray(r.final[split]["confusion"]) for r in rs], axis=0)
-            sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=ax,
-                        xticklabels=classes, yticklabels=classes)
+            sns.heatmap(
+                cm,
+                annot=True,
+                fmt="d",
+                cmap="Blues",
+                cbar=False,
+                square=True,
+                ax=ax,
+                xticklabels=classes,
+                yticklabels=classes,
+            )
             acc = np.array([r.final[split]["accuracy"] for r in rs], dtype=float)
             text = f"{acc.mean():.3f}" + (f" ± {acc.std(ddof=1):.3f}" if len(acc) > 1 else "")
             chance = sum(results.run_metrics(r)["at_chance"] for r in rs)
@@ -752,6 +935,13 @@ def fig_confusion(runs: Sequence[Run], models: Sequence[str] | None = None, seed
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
         summed = " (counts summed over seeds)" if several else ""
-        fig.suptitle(_title(f"Confusion matrices on the {split} set, federated learning{summed}", describe_runs(fed),
-                            _missing(runs, models, [FED], seeds), chance_note(fed)), fontsize=10)
+        fig.suptitle(
+            _title(
+                f"Confusion matrices on the {split} set, federated learning{summed}",
+                describe_runs(fed),
+                _missing(runs, models, [FED], seeds),
+                chance_note(fed),
+            ),
+            fontsize=10,
+        )
     return fig

@@ -58,8 +58,9 @@ def _noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: i
     from opacus.accountants.utils import get_noise_multiplier
 
     with _quiet_accountant():
-        return get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                    steps=steps, accountant="rdp")
+        return get_noise_multiplier(
+            target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="rdp"
+        )
 
 
 @contextlib.contextmanager

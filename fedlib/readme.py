@@ -36,8 +36,10 @@ def sync(readme: Path, root: Path) -> int:
 
     missing = [path for path, _ in blocks(text) if not (root / path).is_file()]
     if missing:
-        raise UserError(f"README.md frames {', '.join(missing)}, which do(es) not exist; run the command the "
-                        "README names for each (make reproduce, ...) first.")
+        raise UserError(
+            f"README.md frames {', '.join(missing)}, which do(es) not exist; run the command the "
+            "README names for each (make reproduce, ...) first."
+        )
 
     def replace(m: re.Match) -> str:
         nonlocal changed

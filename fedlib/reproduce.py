@@ -96,8 +96,9 @@ def is_profile_synthetic(cfg: config.TrainConfig) -> bool:
     if cfg.data != "synthetic":
         return False
     default = config.resolve(cfg.profile, None)
-    return all(getattr(cfg, f.name) == getattr(default, f.name)
-               for f in dataclasses.fields(cfg) if f.name.startswith("synth_"))
+    return all(
+        getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg) if f.name.startswith("synth_")
+    )
 
 
 def output_dirs(profile: str, data: DataSet, profile_synthetic: bool) -> tuple[Path, Path]:
@@ -133,8 +134,10 @@ def mismatch_message(run_dir, keys: Sequence[str], wanted: dict, others: int = 0
     if len(keys) > 4:
         shown += f"; and {len(keys) - 4} more key(s)"
     also = f", and so were {others} more run(s) in {Path(run_dir).parent}" if others else ""
-    return (f"{run_dir} was trained with another config than this reproduction asks for ({shown}){also}; "
-            f"pass --force to retrain {'them' if others else 'it'}, or --runs-dir to reproduce into another folder.")
+    return (
+        f"{run_dir} was trained with another config than this reproduction asks for ({shown}){also}; "
+        f"pass --force to retrain {'them' if others else 'it'}, or --runs-dir to reproduce into another folder."
+    )
 
 
 def decide(run_dir, wanted: dict, *, force: bool = False) -> str:
@@ -161,9 +164,20 @@ class Step:
     run_dir: Path | None = None  # training steps: the run directory they fill
 
 
-def plan(*, profile: str, data: str, models: Sequence[str], modes: Sequence[str], seeds: Sequence[int],
-         runs_dir: str | Path, figures_dir: str | Path, device: str, force: bool, overrides: dict,
-         notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Step]:
+def plan(
+    *,
+    profile: str,
+    data: str,
+    models: Sequence[str],
+    modes: Sequence[str],
+    seeds: Sequence[int],
+    runs_dir: str | Path,
+    figures_dir: str | Path,
+    device: str,
+    force: bool,
+    overrides: dict,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> list[Step]:
     """The notebooks to execute, in order, with their parameters.
 
     Training runs seed by seed (every model and mode of one seed, then the next), into
@@ -172,17 +186,42 @@ def plan(*, profile: str, data: str, models: Sequence[str], modes: Sequence[str]
     """
     seeds = [int(s) for s in seeds]
     analysis = {"runs_dir": str(runs_dir), "figures_dir": str(figures_dir), "models": list(models), "seeds": seeds}
-    steps = [Step("00_data", "00_data", {"figures_dir": str(figures_dir), "profile": profile, "data": data,
-                                         "seed": seeds[0], "overrides": dict(overrides)})]
+    steps = [
+        Step(
+            "00_data",
+            "00_data",
+            {
+                "figures_dir": str(figures_dir),
+                "profile": profile,
+                "data": data,
+                "seed": seeds[0],
+                "overrides": dict(overrides),
+            },
+        )
+    ]
     for seed in seeds:
         for model in models:
             for mode in modes:
                 name = results.run_name(model, mode, seed)
                 out = Path(runs_dir) / name
-                steps.append(Step("01_train", f"01_train-{name}", {
-                    "model": model, "mode": mode, "profile": profile, "data": data, "out": str(out),
-                    "seed": seed, "device": device, "force": force, "overrides": dict(overrides),
-                }, run_dir=out))
+                steps.append(
+                    Step(
+                        "01_train",
+                        f"01_train-{name}",
+                        {
+                            "model": model,
+                            "mode": mode,
+                            "profile": profile,
+                            "data": data,
+                            "out": str(out),
+                            "seed": seed,
+                            "device": device,
+                            "force": force,
+                            "overrides": dict(overrides),
+                        },
+                        run_dir=out,
+                    )
+                )
     steps.append(Step("02_loss_curves", "02_loss_curves", dict(analysis)))
     steps.append(Step("03_accuracy", "03_accuracy", {**analysis, "epsilon": EPSILON}))
     if (Path(notebooks_dir) / "04_gradcam.ipynb").is_file():
@@ -193,8 +232,16 @@ def plan(*, profile: str, data: str, models: Sequence[str], modes: Sequence[str]
 def run_config(parameters: dict) -> config.TrainConfig:
     """The config 01_train resolves from its parameters (the notebook makes the same call)."""
     p = parameters
-    return config.resolve(p["profile"], None, model=p["model"], mode=p["mode"], data=p["data"], seed=p["seed"],
-                          device=p["device"], **p["overrides"])
+    return config.resolve(
+        p["profile"],
+        None,
+        model=p["model"],
+        mode=p["mode"],
+        data=p["data"],
+        seed=p["seed"],
+        device=p["device"],
+        **p["overrides"],
+    )
 
 
 def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False, progress: bool = True) -> dict:
@@ -227,15 +274,24 @@ def execute(notebook: Path, report: Path, parameters: dict, *, progress: bool = 
     running = report.with_name(f".{report.stem}.running.ipynb")
     failed = report.with_name(f"{report.stem}.failed.ipynb")
     try:
-        pm.execute_notebook(str(notebook), str(running), parameters=parameters, kernel_name=KERNEL,
-                            progress_bar=progress, log_output=False, cwd=os.getcwd(),
-                            # the kernel's own start-up warnings would interleave with our progress
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        pm.execute_notebook(
+            str(notebook),
+            str(running),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            progress_bar=progress,
+            log_output=False,
+            cwd=os.getcwd(),
+            # the kernel's own start-up warnings would interleave with our progress
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
     except PapermillExecutionError as err:
         os.replace(running, failed)
         lines = [line.strip() for line in err.source.splitlines() if line.strip()]
         # The line that names the cell: the first that is not a magic, an import or a comment.
-        shown = next((ln for ln in lines if not ln.startswith(("%", "#", "import ", "from "))), lines[0] if lines else "")
+        shown = next(
+            (ln for ln in lines if not ln.startswith(("%", "#", "import ", "from "))), lines[0] if lines else ""
+        )
         raise UserError(
             f"notebook {notebook.name} failed in cell index {err.cell_index} (In [{err.exec_count}]: {shown!r}) "
             f"with {err.ename}: {err.evalue.rstrip('.')}; the executed notebook is kept at {failed}."
@@ -245,8 +301,11 @@ def execute(notebook: Path, report: Path, parameters: dict, *, progress: bool = 
         if running.exists():
             os.replace(running, failed)
             kept = f" The partly executed notebook is kept at {failed}."
-        hint = (" Register the kernel with `make setup` (python -m ipykernel install --sys-prefix --name fedlib)."
-                if "kernel" in str(err).lower() else "")
+        hint = (
+            " Register the kernel with `make setup` (python -m ipykernel install --sys-prefix --name fedlib)."
+            if "kernel" in str(err).lower()
+            else ""
+        )
         raise UserError(f"notebook {notebook.name} could not run ({type(err).__name__}: {err}).{kept}{hint}") from None
     except BaseException:  # Ctrl-C: keep what ran, under the failed name
         if running.exists():
@@ -257,12 +316,22 @@ def execute(notebook: Path, report: Path, parameters: dict, *, progress: bool = 
     return report
 
 
-def reproduce(profile: str = "quick", data: str = "synthetic", models: Sequence[str] | None = None,
-              modes: Sequence[str] | None = None, seeds: Sequence[int] | None = None, force: bool = False,
-              runs_dir: str | Path | None = None, figures_dir: str | Path | None = None,
-              reports_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
-              overrides: dict | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR,
-              seed: int | None = None) -> dict:
+def reproduce(
+    profile: str = "quick",
+    data: str = "synthetic",
+    models: Sequence[str] | None = None,
+    modes: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    force: bool = False,
+    runs_dir: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+    reports_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    overrides: dict | None = None,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    seed: int | None = None,
+) -> dict:
     """Execute the notebooks in order: train what is missing, then draw every figure and table.
 
     Relative paths are taken from the current folder, where the notebooks run too.
@@ -286,15 +355,16 @@ def reproduce(profile: str = "quick", data: str = "synthetic", models: Sequence[
     overrides = dict(overrides or {})
     reserved = sorted(set(overrides) & set(PER_RUN_KEYS))
     if reserved:
-        raise UserError(f"overrides may not set {', '.join(reserved)}; pass them as the reproduction's own "
-                        "arguments (profile, data, models, modes, seeds, device).")
+        raise UserError(
+            f"overrides may not set {', '.join(reserved)}; pass them as the reproduction's own "
+            "arguments (profile, data, models, modes, seeds, device)."
+        )
     notebooks_dir = Path(notebooks_dir)
     # Every run's config is checked before anything runs: a typo fails in a second.
     for seed_ in seeds:
         for model in models:
             for mode in modes:
-                config.resolve(profile, None, model=model, mode=mode, data=data, seed=seed_, device=device,
-                               **overrides)
+                config.resolve(profile, None, model=model, mode=mode, data=data, seed=seed_, device=device, **overrides)
     if not (notebooks_dir / "00_data.ipynb").is_file():
         raise UserError(f"no notebooks in {notebooks_dir}; run `fedlib reproduce` from a checkout of the repository.")
 
@@ -304,9 +374,19 @@ def reproduce(profile: str = "quick", data: str = "synthetic", models: Sequence[
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(profile, dataset)
     figures_dir = Path(figures_dir) if figures_dir is not None else figures_default
     report_dir = Path(reports_dir) if reports_dir is not None else reports_default
-    steps = plan(profile=profile, data=data, models=models, modes=modes, seeds=seeds, runs_dir=runs_dir,
-                 figures_dir=figures_dir, device=device, force=force, overrides=overrides,
-                 notebooks_dir=notebooks_dir)
+    steps = plan(
+        profile=profile,
+        data=data,
+        models=models,
+        modes=modes,
+        seeds=seeds,
+        runs_dir=runs_dir,
+        figures_dir=figures_dir,
+        device=device,
+        force=force,
+        overrides=overrides,
+        notebooks_dir=notebooks_dir,
+    )
 
     # What to do with each run folder, decided before any notebook runs: a run trained with
     # another config stops the reproduction here, with nothing written.
@@ -330,17 +410,31 @@ def reproduce(profile: str = "quick", data: str = "synthetic", models: Sequence[
     for i, step in enumerate(steps, 1):
         action = actions.get(step.run_dir)
         if action == "reuse":
-            print(f"[{i}/{len(steps)}] skip {step.report}: {step.run_dir} has finished with this config "
-                  "(--force retrains)")
+            print(
+                f"[{i}/{len(steps)}] skip {step.report}: {step.run_dir} has finished with this config "
+                "(--force retrains)"
+            )
             skipped.append(step.run_dir)
             continue
         note = {"resume": f" (resuming {step.run_dir})", "retrain": f" (retraining {step.run_dir})"}.get(action, "")
         print(f"[{i}/{len(steps)}] {step.report}{note}", flush=True)
-        executed.append(execute(notebooks_dir / f"{step.notebook}.ipynb", report_dir / f"{step.report}.ipynb",
-                                step.parameters, progress=progress))
+        executed.append(
+            execute(
+                notebooks_dir / f"{step.notebook}.ipynb",
+                report_dir / f"{step.report}.ipynb",
+                step.parameters,
+                progress=progress,
+            )
+        )
     print(f"data set:           {dataset.tag} ({dataset.root})")
     print(f"figures and tables: {figures_dir}/")
     print(f"executed notebooks: {report_dir}/")
     print(f"run directories:    {runs_dir}/")
-    return {"executed": executed, "skipped": skipped, "figures_dir": figures_dir, "reports_dir": report_dir,
-            "runs_dir": runs_dir, "data_set": dataset}
+    return {
+        "executed": executed,
+        "skipped": skipped,
+        "figures_dir": figures_dir,
+        "reports_dir": report_dir,
+        "runs_dir": runs_dir,
+        "data_set": dataset,
+    }

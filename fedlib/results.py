@@ -87,8 +87,9 @@ class Run:
         """The model of the last checkpoint (the final model of a finished run) in eval mode, on
         ``device`` (auto, cpu, cuda, as ``--device``). Local-only runs, one model per client, have none."""
         if self.mode == "local":
-            raise UserError(f"{self.path} is a local-only run with one model per client; "
-                            "explain a fedavg or central run instead.")
+            raise UserError(
+                f"{self.path} is a local-only run with one model per client; explain a fedavg or central run instead."
+            )
         checkpoint = load_checkpoint(self.path)
         if checkpoint is None:
             raise UserError(f"{self.path} has no checkpoints/last.pt; train it again with --overwrite.")
@@ -111,25 +112,37 @@ def load_run(run_dir, finished: bool = True) -> Run:
     is False: a run still training (or stopped) opens with its config and history so far."""
     run_dir = Path(run_dir)
     if finished and not is_finished(run_dir):
-        raise UserError(f"{run_dir} holds no finished run (no final.json); train it first "
-                        f"(`fedlib train --out {run_dir}` or `fedlib reproduce`).")
+        raise UserError(
+            f"{run_dir} holds no finished run (no final.json); train it first "
+            f"(`fedlib train --out {run_dir}` or `fedlib reproduce`)."
+        )
     if not (run_dir / "config.json").is_file():
-        raise UserError(f"{run_dir} holds no run (no config.json); train it first "
-                        f"(`fedlib train --out {run_dir}` or `fedlib reproduce`).")
+        raise UserError(
+            f"{run_dir} holds no run (no config.json); train it first "
+            f"(`fedlib train --out {run_dir}` or `fedlib reproduce`)."
+        )
     try:
         config = read_json(run_dir / "config.json")
         final = read_json(run_dir / "final.json") if (run_dir / "final.json").is_file() else {}
     except (OSError, ValueError) as exc:
-        raise UserError(f"{run_dir} has an unreadable config.json or final.json ({exc}); "
-                        "train it again with --overwrite (--force in `fedlib reproduce`).") from None
+        raise UserError(
+            f"{run_dir} has an unreadable config.json or final.json ({exc}); "
+            "train it again with --overwrite (--force in `fedlib reproduce`)."
+        ) from None
     if not isinstance(config, dict) or not isinstance(final, dict):
-        raise UserError(f"{run_dir} has a config.json or final.json that is not a mapping; "
-                        "train it again with --overwrite (--force in `fedlib reproduce`).")
+        raise UserError(
+            f"{run_dir} has a config.json or final.json that is not a mapping; "
+            "train it again with --overwrite (--force in `fedlib reproduce`)."
+        )
     return Run(run_dir, config, final)
 
 
-def find_runs(runs_dir, models: Iterable[str] | None = None, modes: Iterable[str] | None = None,
-              seeds: Iterable[int] | None = None) -> list[Run]:
+def find_runs(
+    runs_dir,
+    models: Iterable[str] | None = None,
+    modes: Iterable[str] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> list[Run]:
     """The finished runs in ``runs_dir`` (one level down) that match the filters, sorted by
     (model, mode, seed); unfinished folders are left out."""
     runs_dir = Path(runs_dir)
@@ -140,8 +153,11 @@ def find_runs(runs_dir, models: Iterable[str] | None = None, modes: Iterable[str
     found = []
     for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_finished(p)):
         run = load_run(path)
-        if ((models is None or run.model in models) and (modes is None or run.mode in modes)
-                and (seeds is None or run.seed in seeds)):
+        if (
+            (models is None or run.model in models)
+            and (modes is None or run.mode in modes)
+            and (seeds is None or run.seed in seeds)
+        ):
             found.append(run)
     return sorted(found, key=lambda r: (r.model, r.mode, r.seed))
 
@@ -157,7 +173,8 @@ def check_one_dataset(runs: list[Run]) -> None:
                 raise UserError(
                     f"{run.path} and {first.path} differ in {key} ({run.config.get(key)!r} vs "
                     f"{first.config.get(key)!r}); one report reads runs of one data set and profile: "
-                    "point runs_dir at a folder holding only those.")
+                    "point runs_dir at a folder holding only those."
+                )
 
 
 def check_unique(runs: list[Run]) -> None:
@@ -167,8 +184,10 @@ def check_unique(runs: list[Run]) -> None:
     for run in runs:
         key = (run.model, run.mode, run.seed)
         if key in seen:
-            raise UserError(f"{run.path} and {seen[key].path} are both {run_name(*key)}; one report reads "
-                            "one run per model, mode and seed: move one of them out of runs_dir.")
+            raise UserError(
+                f"{run.path} and {seen[key].path} are both {run_name(*key)}; one report reads "
+                "one run per model, mode and seed: move one of them out of runs_dir."
+            )
         seen[key] = run
 
 

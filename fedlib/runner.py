@@ -34,8 +34,15 @@ def data_roots(cfg: TrainConfig) -> list[Path]:
     return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, pool=None) -> dict:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    pool=None,
+) -> dict:
     """Train one run into ``out`` in this process; returns final.json's content.
 
     ``pool(exp)`` gives the federated server its clients (``fedlib.federated.ClientPool``;
@@ -53,8 +60,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         cfg = resume_config(saved, to_dict(cfg), out)
         if runs.is_finished(out):
             if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
-                raise UserError(f"{out} has finished; --resume does not extend a finished run: start a new "
-                                "run with the new --rounds in another --out.")
+                raise UserError(
+                    f"{out} has finished; --resume does not extend a finished run: start a new "
+                    "run with the new --rounds in another --out."
+                )
             return runs.read_json(out / "final.json")
     exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
     cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
@@ -69,11 +78,18 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
             final = run_fedavg(exp, checkpoint, history, clients)
         else:
             final = MODES[cfg.mode](exp, checkpoint, history)
-        final = {"model": cfg.model, "mode": cfg.mode, "strategy": cfg.strategy if cfg.mode == "fedavg" else None,
-                 "profile": cfg.profile, "seed": cfg.seed, **describe(exp), **final,
-                 "sample_passes": _sample_passes(history),
-                 "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
-                 "wall_time": exp.elapsed()}
+        final = {
+            "model": cfg.model,
+            "mode": cfg.mode,
+            "strategy": cfg.strategy if cfg.mode == "fedavg" else None,
+            "profile": cfg.profile,
+            "seed": cfg.seed,
+            **describe(exp),
+            **final,
+            "sample_passes": _sample_passes(history),
+            "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
+            "wall_time": exp.elapsed(),
+        }
         runs.write_json(work / "final.json", final)
     return final
 
@@ -86,8 +102,9 @@ def _check_progress(cfg: TrainConfig, checkpoint: dict | None, out: Path) -> Non
     total = cfg.rounds if cfg.mode == "fedavg" else cfg.pooled_epochs
     unit = "rounds" if cfg.mode == "fedavg" else "epochs"
     if total < done:
-        raise UserError(f"--resume: {out} has done {done} {unit} already, more than the {total} asked for; "
-                        f"ask for at least {done}.")
+        raise UserError(
+            f"--resume: {out} has done {done} {unit} already, more than the {total} asked for; ask for at least {done}."
+        )
 
 
 def _sample_passes(history: list[dict]) -> int:

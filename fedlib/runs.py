@@ -199,12 +199,13 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=())
     for root in data_roots:
         root = Path(root).resolve()
         if root == target or target in root.parents:
-            raise UserError(f"--out {run_dir} holds the data this run reads ({root}); "
-                            "choose another --out.")
+            raise UserError(f"--out {run_dir} holds the data this run reads ({root}); choose another --out.")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the output folder {parent} ({exc.strerror}); choose a writable --out.") from None
+        raise UserError(
+            f"cannot create the output folder {parent} ({exc.strerror}); choose a writable --out."
+        ) from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"the output folder {parent} is not writable; choose a writable --out.")
     occupied = run_dir.is_dir() and any(run_dir.iterdir())
@@ -213,16 +214,23 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=())
             raise UserError(f"--resume: {run_dir} holds no run to resume; drop --resume to start it.")
     elif occupied and not is_run_folder(run_dir):
         if overwrite:
-            raise UserError(f"--overwrite replaces only fedlib run folders, and {run_dir} is not one (no "
-                            f"{MARKER} file); choose another --out, or move that folder away yourself.")
-        raise UserError(f"{run_dir} is not empty and is not a fedlib run folder (no {MARKER} file); "
-                        "choose another --out.")
+            raise UserError(
+                f"--overwrite replaces only fedlib run folders, and {run_dir} is not one (no "
+                f"{MARKER} file); choose another --out, or move that folder away yourself."
+            )
+        raise UserError(
+            f"{run_dir} is not empty and is not a fedlib run folder (no {MARKER} file); choose another --out."
+        )
     elif occupied and not overwrite:
         if is_finished(run_dir):
-            raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it "
-                            "(it stays until the new run has finished), or choose another --out.")
-        raise UserError(f"{run_dir} already holds an unfinished run; pass --resume to continue it, "
-                        "--overwrite to replace it, or choose another --out.")
+            raise UserError(
+                f"{run_dir} already holds a finished run; pass --overwrite to replace it "
+                "(it stays until the new run has finished), or choose another --out."
+            )
+        raise UserError(
+            f"{run_dir} already holds an unfinished run; pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out."
+        )
 
 
 def _siblings(run_dir: Path) -> tuple[Path, Path, Path]:
@@ -241,8 +249,9 @@ def locked(run_dir: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise UserError(f"{run_dir} is in use by {holder}; wait for it to finish or stop it, "
-                            "or choose another --out.") from None
+            raise UserError(
+                f"{run_dir} is in use by {holder}; wait for it to finish or stop it, or choose another --out."
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
         yield
@@ -282,8 +291,9 @@ def transaction(run_dir: Path, *, resume: bool):
                 yield run_dir
             except BaseException as exc:
                 if (run_dir / "config.json").exists():
-                    exc.add_note(f"{run_dir} keeps what was done so far; continue it with the same command "
-                                 "and --resume")
+                    exc.add_note(
+                        f"{run_dir} keeps what was done so far; continue it with the same command and --resume"
+                    )
                 raise
             return
         replacing.mkdir()

@@ -41,11 +41,13 @@ class Study:
     # Overrides of the profile for every run. Four hospitals (the synthetic set's four sources),
     # all of them in every round as in cross-silo federations; a round is one local epoch, so
     # R rounds make as many sample passes as R pooled epochs (pooled_budget "matched").
-    overrides: dict = field(default_factory=lambda: dict(
-        clients=4, fraction=1.0, rounds=10, local_epochs=1, image_size=48, eval_every=2))
+    overrides: dict = field(
+        default_factory=lambda: dict(clients=4, fraction=1.0, rounds=10, local_epochs=1, image_size=48, eval_every=2)
+    )
     # Per-method settings; FedAdam's server learning rate was chosen on the validation split.
-    method_settings: dict = field(default_factory=lambda: {
-        "fedprox": dict(proximal_mu=0.01), "fedadam": dict(server_lr=0.01)})
+    method_settings: dict = field(
+        default_factory=lambda: {"fedprox": dict(proximal_mu=0.01), "fedadam": dict(server_lr=0.01)}
+    )
 
 
 def partition_label(partition: str, alpha: float | None) -> str:
@@ -122,25 +124,44 @@ def table(study: Study, runs_dir: str | Path) -> pd.DataFrame:
         shown = study.partitions if method == "pooled" else [(partition, alpha)]
         for p, a in shown:
             test = run.final["test"]
-            row = {"partition": partition_label(p, a), "alpha": a, "method": method, "seed": seed,
-                   "accuracy": test["accuracy"], "balanced_accuracy": test["balanced_accuracy"],
-                   "covid19_sensitivity": test["sensitivity_covid19"]}
+            row = {
+                "partition": partition_label(p, a),
+                "alpha": a,
+                "method": method,
+                "seed": seed,
+                "accuracy": test["accuracy"],
+                "balanced_accuracy": test["balanced_accuracy"],
+                "covid19_sensitivity": test["sensitivity_covid19"],
+            }
             if method == "local":
                 row["best_hospital_model_accuracy"] = max(c["test"]["accuracy"] for c in run.final["per_client"])
             if method != "pooled":
                 hosp = hospital_accuracies(run.final, p)
-                row.update(hospital_mean=float(np.mean(hosp)), hospital_worst=float(np.min(hosp)),
-                           hospital_best=float(np.max(hosp)), per_hospital=[round(h, 4) for h in hosp])
+                row.update(
+                    hospital_mean=float(np.mean(hosp)),
+                    hospital_worst=float(np.min(hosp)),
+                    hospital_best=float(np.max(hosp)),
+                    per_hospital=[round(h, 4) for h in hosp],
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ---- figures ------------------------------------------------------------------------------------
 
-METHOD_NAMES = {"pooled": "pooled", "local": "local-only (mean)", "fedavg": "FedAvg", "fedprox": "FedProx",
-                "fedadam": "FedAdam", "fedbn": "FedBN"}
-METRICS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy",
-           "covid19_sensitivity": "COVID-19 sensitivity"}
+METHOD_NAMES = {
+    "pooled": "pooled",
+    "local": "local-only (mean)",
+    "fedavg": "FedAvg",
+    "fedprox": "FedProx",
+    "fedadam": "FedAdam",
+    "fedbn": "FedBN",
+}
+METRICS = {
+    "accuracy": "test accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "covid19_sensitivity": "COVID-19 sensitivity",
+}
 
 
 def _mean_over_seeds(df: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -204,8 +225,13 @@ def fig_hospitals(df: pd.DataFrame, about: str):
         rows = hosp[hosp["partition"] == p]
         for i, (m, group) in enumerate(rows.groupby("method", sort=False)):
             values = np.mean(np.stack(group["per_hospital"].map(np.asarray).to_list()), axis=0)
-            ax.plot(np.arange(len(values)) + (i - 2) * 0.06, values, marker="o", ls="" if m != "local" else "--",
-                    label=METHOD_NAMES[m])
+            ax.plot(
+                np.arange(len(values)) + (i - 2) * 0.06,
+                values,
+                marker="o",
+                ls="" if m != "local" else "--",
+                label=METHOD_NAMES[m],
+            )
         ax.set_title(p, fontsize=10)
         ax.set_xlabel("hospital")
         ax.set_xticks(range(len(values)))
@@ -223,8 +249,10 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     acc = _mean_over_seeds(df, "accuracy")
     bal = _mean_over_seeds(df, "balanced_accuracy")
     methods = [m for m in METHODS if m in acc.columns]
-    out = pd.DataFrame({METHOD_NAMES[m]: [f"{a:.3f} ({b:.3f})" for a, b in zip(acc[m], bal[m], strict=True)]
-                        for m in methods}, index=acc.index)
+    out = pd.DataFrame(
+        {METHOD_NAMES[m]: [f"{a:.3f} ({b:.3f})" for a, b in zip(acc[m], bal[m], strict=True)] for m in methods},
+        index=acc.index,
+    )
     out.index.name = "partition"
     return out.reset_index()
 
@@ -237,8 +265,7 @@ def reading(df: pd.DataFrame) -> list[str]:
     for p in acc.index:
         fed = acc.loc[p, [m for m in FEDERATED if m in acc.columns]]
         best = fed.idxmax()
-        line = (f"{p}: best federated method {METHOD_NAMES[best]} {fed[best]:.3f} "
-                f"(FedAvg {acc.loc[p, 'fedavg']:.3f}")
+        line = f"{p}: best federated method {METHOD_NAMES[best]} {fed[best]:.3f} (FedAvg {acc.loc[p, 'fedavg']:.3f}"
         if "pooled" in acc.columns:
             line += f", pooled {acc.loc[p, 'pooled']:.3f}"
         if "local" in acc.columns:
@@ -260,6 +287,10 @@ def describe(runs_dir: str | Path, study: Study) -> str:
     first = found[0]
     size = first.config["image_size"]
     seeds = sorted({r.seed for r in found})
-    seeds_text = f"1 seed ({seeds[0]})" if len(seeds) == 1 else f"mean over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-    return (f"{first.final['data_description']} · {first.model} · profile {first.config['profile']} · "
-            f"{size}×{size} px · {first.config['clients']} hospitals · {seeds_text}")
+    seeds_text = (
+        f"1 seed ({seeds[0]})" if len(seeds) == 1 else f"mean over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+    )
+    return (
+        f"{first.final['data_description']} · {first.model} · profile {first.config['profile']} · "
+        f"{size}×{size} px · {first.config['clients']} hospitals · {seeds_text}"
+    )

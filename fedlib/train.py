@@ -154,12 +154,18 @@ def local_train(
         # in-place residual add (`out += identity`) of torchvision's ResNets.
         net = get_gsm_class("ew")(model, batch_first=True, loss_reduction="mean")
         noise = torch.Generator(device=hw.device).manual_seed(derive_seed(seed, "dp-noise"))
-        optimizer = DPOptimizer(optimizer, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-                                expected_batch_size=batch_size, generator=noise)
+        optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=batch_size,
+            generator=noise,
+        )
     try:
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=hw.device)
-        total, count = _epochs(net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
-                               weight, prox)
+        total, count = _epochs(
+            net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight, prox
+        )
     finally:
         if dp is not None:
             optimizer.zero_grad(set_to_none=True)  # also drops the per-sample gradients
@@ -187,8 +193,9 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return weights
 
 
-def _epochs(model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw,
-            weight=None, prox=None) -> tuple[float, int]:
+def _epochs(
+    model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight=None, prox=None
+) -> tuple[float, int]:
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []

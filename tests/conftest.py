@@ -83,6 +83,7 @@ def covidx_root(tmp_path) -> Path:
 
 # ---------------------------------------------------------------- training runs
 
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """Where the smoke profile's synthetic data set is generated (once per session)."""
@@ -114,4 +115,6 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def history_without_time(run_dir) -> list[dict]:
     from fedlib import runs
 
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in runs.read_history(Path(run_dir) / "history.csv")]
+    return [
+        {k: v for k, v in row.items() if k != "wall_time"} for row in runs.read_history(Path(run_dir) / "history.csv")
+    ]

@@ -36,26 +36,72 @@ def metrics(cm) -> dict:
 
 def history(losses, passes_per_round: int, accuracies=None, local_epochs: int = 1) -> list[dict]:
     accuracies = accuracies if accuracies is not None else [0.5] * len(losses)
-    return [{"round": r, "epoch": r * local_epochs, "sample_passes": r * passes_per_round, "train_loss": loss,
-             "test_loss": 1.0, "test_accuracy": acc, "wall_time": float(r)}
-            for r, (loss, acc) in enumerate(zip(losses, accuracies, strict=True), 1)]
+    return [
+        {
+            "round": r,
+            "epoch": r * local_epochs,
+            "sample_passes": r * passes_per_round,
+            "train_loss": loss,
+            "test_loss": 1.0,
+            "test_accuracy": acc,
+            "wall_time": float(r),
+        }
+        for r, (loss, acc) in enumerate(zip(losses, accuracies, strict=True), 1)
+    ]
 
 
-def write_run(runs_dir: Path, model: str, mode: str, seed: int, *, test, train=None, rows=None,
-              fingerprint: str = "f00d", description: str = DESCRIPTION, params: int = 1000,
-              **config) -> Path:
+def write_run(
+    runs_dir: Path,
+    model: str,
+    mode: str,
+    seed: int,
+    *,
+    test,
+    train=None,
+    rows=None,
+    fingerprint: str = "f00d",
+    description: str = DESCRIPTION,
+    params: int = 1000,
+    **config,
+) -> Path:
     """A finished run folder ``<runs_dir>/<model>-<mode>-seed<seed>``; ``test`` and ``train`` are
     confusion matrices (train defaults to all right)."""
     run = Path(runs_dir) / run_name(model, mode, seed)
     run.mkdir(parents=True)
-    cfg = {"model": model, "mode": mode, "seed": seed, "profile": "smoke", "image_size": 32,
-           "data_fingerprint": fingerprint, "rounds": 2, "local_epochs": 1, "clients": 3, "fraction": 0.67,
-           "central_epochs": None, "pooled_budget": "paper", "val_fraction": 0.0, "class_weight": "none",
-           "subset": None, "test_subset": None, **config}
+    cfg = {
+        "model": model,
+        "mode": mode,
+        "seed": seed,
+        "profile": "smoke",
+        "image_size": 32,
+        "data_fingerprint": fingerprint,
+        "rounds": 2,
+        "local_epochs": 1,
+        "clients": 3,
+        "fraction": 0.67,
+        "central_epochs": None,
+        "pooled_budget": "paper",
+        "val_fraction": 0.0,
+        "class_weight": "none",
+        "subset": None,
+        "test_subset": None,
+        **config,
+    }
     write_json(run / "config.json", cfg)
-    write_json(run / "final.json", {
-        "model": model, "mode": mode, "profile": cfg["profile"], "seed": seed, "synthetic": "SYNTHETIC" in description,
-        "data_description": description, "classes": CLASSES, "params": params,
-        "train": metrics(train if train is not None else diagonal((8, 8, 8))), "test": metrics(test)})
+    write_json(
+        run / "final.json",
+        {
+            "model": model,
+            "mode": mode,
+            "profile": cfg["profile"],
+            "seed": seed,
+            "synthetic": "SYNTHETIC" in description,
+            "data_description": description,
+            "classes": CLASSES,
+            "params": params,
+            "train": metrics(train if train is not None else diagonal((8, 8, 8))),
+            "test": metrics(test),
+        },
+    )
     write_history(run / "history.csv", rows if rows is not None else history([1.0, 0.5], 32))
     return run

@@ -39,26 +39,35 @@ CATALOGUE = {
     "missing split file": (lambda root, tmp: (root / "train_split.txt").unlink(), "train_split.txt"),
     "missing image folder": (lambda root, tmp: shutil.rmtree(root / "test"), "Image folder"),
     "missing image": (lambda root, tmp: (root / "train" / "tr3.png").unlink(), "'tr3.png'"),
-    "truncated PNG": (lambda root, tmp: (root / "train" / "tr2.png").write_bytes(
-        (root / "train" / "tr2.png").read_bytes()[:60]), "tr2.png cannot be decoded"),
+    "truncated PNG": (
+        lambda root, tmp: (root / "train" / "tr2.png").write_bytes((root / "train" / "tr2.png").read_bytes()[:60]),
+        "tr2.png cannot be decoded",
+    ),
     "zero-byte file": (lambda root, tmp: (root / "train" / "tr1.png").write_bytes(b""), "tr1.png is empty"),
-    "non-image file with an image name": (lambda root, tmp: (root / "test" / "te0.png").write_text(
-        "patient notes, not an image\n"), "te0.png cannot be decoded"),
-    "unknown label": (lambda root, tmp: _line(root / "train_split.txt", 4, "p4 tr4.png covid site-0"),
-                      "line 5: unknown label 'covid'"),
+    "non-image file with an image name": (
+        lambda root, tmp: (root / "test" / "te0.png").write_text("patient notes, not an image\n"),
+        "te0.png cannot be decoded",
+    ),
+    "unknown label": (
+        lambda root, tmp: _line(root / "train_split.txt", 4, "p4 tr4.png covid site-0"),
+        "line 5: unknown label 'covid'",
+    ),
     "malformed split line": (lambda root, tmp: _line(root / "test_split.txt", 1, "q1 te1.png"), "line 2: expected"),
-    "same image twice": (lambda root, tmp: _line(root / "train_split.txt", 2, "p2 tr1.png normal site-0"),
-                         "both list 'tr1.png'"),
+    "same image twice": (
+        lambda root, tmp: _line(root / "train_split.txt", 2, "p2 tr1.png normal site-0"),
+        "both list 'tr1.png'",
+    ),
     "empty split": (lambda root, tmp: (root / "test_split.txt").write_text("\n"), "has no records"),
-    "split file not text": (lambda root, tmp: (root / "train_split.txt").write_bytes(b"\xff\xfe\x00bad"),
-                            "not UTF-8"),
+    "split file not text": (lambda root, tmp: (root / "train_split.txt").write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
     "unknown model": (lambda root, tmp: ["--model", "vgg16"], "unknown model 'vgg16'"),
     "fraction zero": (lambda root, tmp: ["--fraction", "0"], "--fraction must be in (0, 1]"),
     "fraction above one": (lambda root, tmp: ["--fraction", "1.5"], "--fraction must be in (0, 1]"),
     "more clients than images": (lambda root, tmp: ["--clients", "50"], "--clients 50 is more than the 9"),
     "unwritable output folder": (lambda root, tmp: _file_as_folder(tmp), "a-file is a file; choose another --out"),
-    "config file with an unknown key": (lambda root, tmp: ["--config", _config(tmp, "learning_rate: 0.1\n")],
-                                        "unknown key(s) learning_rate"),
+    "config file with an unknown key": (
+        lambda root, tmp: ["--config", _config(tmp, "learning_rate: 0.1\n")],
+        "unknown key(s) learning_rate",
+    ),
     "config file not YAML": (lambda root, tmp: ["--config", _config(tmp, "rounds: [1,\n")], "not valid JSON/YAML"),
     "non-finite learning rate": (lambda root, tmp: ["--lr", "nan"], "--lr must be a finite"),
     "infinite learning rate": (lambda root, tmp: ["--lr", "inf"], "--lr must be a finite"),
@@ -67,42 +76,69 @@ CATALOGUE = {
     "failure probability above one": (lambda root, tmp: ["--inject-failures", "2"], "--inject-failures must be"),
     "resume and overwrite together": (lambda root, tmp: ["--resume"], "contradict each other"),
     # data layer (issue 13)
-    "image path out of the data root": (lambda root, tmp: _line(root / "train_split.txt", 3,
-                                                                "p3 ../test/te0.png normal site-1"),
-                                        "line 4: file name '../test/te0.png' points outside the image folder"),
-    "absolute image path": (lambda root, tmp: _line(root / "test_split.txt", 0, "q0 /etc/hostname normal site-0"),
-                            "line 1: file name '/etc/hostname' points outside the image folder"),
+    "image path out of the data root": (
+        lambda root, tmp: _line(root / "train_split.txt", 3, "p3 ../test/te0.png normal site-1"),
+        "line 4: file name '../test/te0.png' points outside the image folder",
+    ),
+    "absolute image path": (
+        lambda root, tmp: _line(root / "test_split.txt", 0, "q0 /etc/hostname normal site-0"),
+        "line 1: file name '/etc/hostname' points outside the image folder",
+    ),
     "image linked from outside the data root": (
-        lambda root, tmp: ((root / "train" / "tr4.png").unlink(),
-                           (root / "train" / "tr4.png").symlink_to(shutil.copy(root / "test" / "te1.png", tmp))),
-        "line 5: 'tr4.png' is a link to /"),
-    "file name with a space": (lambda root, tmp: _line(root / "train_split.txt", 5, "p5 tr 5.png COVID-19 site-1"),
-                               "line 6: the label 'COVID-19' is column 4, not 3, so the file name seems to contain "
-                               "a space ('tr 5.png'); file names with spaces are not supported"),
+        lambda root, tmp: (
+            (root / "train" / "tr4.png").unlink(),
+            (root / "train" / "tr4.png").symlink_to(shutil.copy(root / "test" / "te1.png", tmp)),
+        ),
+        "line 5: 'tr4.png' is a link to /",
+    ),
+    "file name with a space": (
+        lambda root, tmp: _line(root / "train_split.txt", 5, "p5 tr 5.png COVID-19 site-1"),
+        "line 6: the label 'COVID-19' is column 4, not 3, so the file name seems to contain "
+        "a space ('tr 5.png'); file names with spaces are not supported",
+    ),
     "image that claims 1 x 300000 pixels": (
         lambda root, tmp: __import__("conftest").write_image(root / "train" / "tr6.png", size=(1, 300_000)),
-        "tr6.png claims 1 x 300000 pixels, beyond what a radiograph can be"),
+        "tr6.png claims 1 x 300000 pixels, beyond what a radiograph can be",
+    ),
     "synthetic images too large": (
-        lambda root, tmp: ["--data", "synthetic", "--config",
-                           _config(tmp, f"synth_size: 4096\ndata_dir: {tmp / 'data'}\n")],
-        "size must be an integer from 32 to 2048 (got 4096)"),
+        lambda root, tmp: [
+            "--data",
+            "synthetic",
+            "--config",
+            _config(tmp, f"synth_size: 4096\ndata_dir: {tmp / 'data'}\n"),
+        ],
+        "size must be an integer from 32 to 2048 (got 4096)",
+    ),
     # options and config files (issue 13)
-    "training images too large": (lambda root, tmp: ["--image-size", "5000"],
-                                  "--image-size must be an integer from 32 to 1024, got 5000"),
+    "training images too large": (
+        lambda root, tmp: ["--image-size", "5000"],
+        "--image-size must be an integer from 32 to 1024, got 5000",
+    ),
     "batch of one image": (lambda root, tmp: ["--batch-size", "1"], "--batch-size must be at least 2 for resnet18"),
-    "config value of the wrong type": (lambda root, tmp: ["--config", _config(tmp, 'amp: "no"\n')],
-                                       "config field amp must be true or false or null, got 'no'"),
-    "config seed that is not a number": (lambda root, tmp: ["--config", _config(tmp, "seed: abc\n")],
-                                         "config field seed must be an integer, got 'abc'"),
-    "config path that is not text": (lambda root, tmp: ["--config", _config(tmp, "data_dir: 5\n")],
-                                     "config field data_dir must be text, got 5"),
-    "config file not UTF-8": (lambda root, tmp: ["--config", _config_bytes(tmp, b"rounds: 2 \xff\n")],
-                              "is not UTF-8 text"),
+    "config value of the wrong type": (
+        lambda root, tmp: ["--config", _config(tmp, 'amp: "no"\n')],
+        "config field amp must be true or false or null, got 'no'",
+    ),
+    "config seed that is not a number": (
+        lambda root, tmp: ["--config", _config(tmp, "seed: abc\n")],
+        "config field seed must be an integer, got 'abc'",
+    ),
+    "config path that is not text": (
+        lambda root, tmp: ["--config", _config(tmp, "data_dir: 5\n")],
+        "config field data_dir must be text, got 5",
+    ),
+    "config file not UTF-8": (
+        lambda root, tmp: ["--config", _config_bytes(tmp, b"rounds: 2 \xff\n")],
+        "is not UTF-8 text",
+    ),
     "partition leaving a client one image": (
         lambda root, tmp: ["--partition", "dirichlet", "--alpha", "0.05", "--clients", "4"],
-        "with fewer than 2 images (images per client:"),
-    "by_source without a source column": (lambda root, tmp: _three_columns(root / "train_split.txt") or
-                                          ["--partition", "by_source"], "every image's source is unknown"),
+        "with fewer than 2 images (images per client:",
+    ),
+    "by_source without a source column": (
+        lambda root, tmp: _three_columns(root / "train_split.txt") or ["--partition", "by_source"],
+        "every image's source is unknown",
+    ),
     "out naming a file": (lambda root, tmp: ["--out", str(_a_file(tmp))], "is a file, not a folder"),
     "out holding the data": (lambda root, tmp: ["--out", str(root)], "holds the data this run reads"),
 }
@@ -135,8 +171,11 @@ def earlier_run(tmp_path) -> Path:
 def _snapshot(folder: Path) -> dict[str, bytes]:
     """Every file beside and inside the run folder, but the lock file (``.r.lock``, the OS lock
     a command holds on the run's name, which says nothing about the run)."""
-    return {str(p.relative_to(folder.parent)): p.read_bytes() for p in sorted(folder.parent.rglob("*"))
-            if p.is_file() and p.name != f".{folder.name}.lock"}
+    return {
+        str(p.relative_to(folder.parent)): p.read_bytes()
+        for p in sorted(folder.parent.rglob("*"))
+        if p.is_file() and p.name != f".{folder.name}.lock"
+    }
 
 
 @pytest.mark.parametrize("case", list(CATALOGUE))
@@ -146,8 +185,18 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, tmp_path, earlier_
     extra = breaker(root, tmp_path)
     extra = extra if isinstance(extra, list) and all(isinstance(a, str) for a in extra) else []
     before = _snapshot(earlier_run)
-    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(earlier_run), "--overwrite",
-            "--quiet", *extra]
+    argv = [
+        "train",
+        "--profile",
+        "smoke",
+        "--data",
+        str(root),
+        "--out",
+        str(earlier_run),
+        "--overwrite",
+        "--quiet",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fedlib: error: ") and "\n" not in err, err
@@ -161,8 +210,9 @@ def test_16_bit_and_cmyk_images_train(mode, suffix, tmp_path, capsys):
     rows = [*TRAIN[:-1], ("p8", f"odd{suffix}", "COVID-19", "site-0", mode, (40, 30))]
     root = write_covidx(tmp_path / "covidx", rows, TEST)
     out = tmp_path / "r"
-    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1", "--quiet"]) == 0
+    )
     final = json.loads((out / "final.json").read_text())
     assert final["num_train"] == len(rows) and final["patients_in_both_splits"] == []
 
@@ -171,17 +221,22 @@ def test_patients_in_both_splits_are_a_warning_naming_them(tmp_path, capsys):
     test = [("p4", "te0.png", "normal", "site-0"), ("p7", "te1.png", "COVID-19", "site-0"), *TEST[2:]]
     root = write_covidx(tmp_path / "covidx", TRAIN, test)
     out = tmp_path / "r"
-    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1",
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1", "--quiet"]) == 0
+    )
     err = capsys.readouterr().err
     assert "fedlib: warning: 2 patient id(s) appear in both train and test (p4, p7)" in err
     assert json.loads((out / "final.json").read_text())["patients_in_both_splits"] == ["p4", "p7"]
 
 
 def test_debug_shows_the_traceback_of_a_bad_input(tmp_path, capsys):
-    assert main(["--debug", "train", "--profile", "smoke", "--data", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["--debug", "train", "--profile", "smoke", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.strip().endswith(f"fedlib: error: data root {tmp_path / 'none'} does not "
-                                                       "exist; pass a COVIDx folder to --data (see README, "
-                                                       "'Reproducing the paper on COVIDx') or --data synthetic.")
+    assert "Traceback" in err and err.strip().endswith(
+        f"fedlib: error: data root {tmp_path / 'none'} does not "
+        "exist; pass a COVIDx folder to --data (see README, "
+        "'Reproducing the paper on COVIDx') or --data synthetic."
+    )

@@ -164,7 +164,9 @@ def test_workers_report_the_first_bad_image_listed_and_leave_nothing(tmp_path):
 
 
 def test_workers_write_what_one_process_writes(tmp_path, monkeypatch):
-    rows = [(f"p{i}", f"i{i:02d}.png", CLASSES[i % 3], "s", ("L", "RGB", "I;16")[i % 3], (40 + i, 30)) for i in range(40)]
+    rows = [
+        (f"p{i}", f"i{i:02d}.png", CLASSES[i % 3], "s", ("L", "RGB", "I;16")[i % 3], (40 + i, 30)) for i in range(40)
+    ]
     root = write_covidx(tmp_path / "covidx", rows, [("q", "t.png", "normal")])
     parallel, _, _ = load_split_arrays(root, "train", 28, cache_dir=tmp_path / "a", progress=False)
     monkeypatch.setattr(cache, "_PARALLEL_FROM", 10**9)
@@ -272,8 +274,14 @@ def _build_process(tmp_path, root, cache_dir, slow=None):
     if slow is not None:
         env["FEDLIB_TEST_SLOW"] = str(slow)
     # a session of its own, so that signalling its process group is Ctrl-C at its own terminal
-    return subprocess.Popen([sys.executable, str(tmp_path / "build.py"), str(root), str(cache_dir)], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / "build.py"), str(root), str(cache_dir)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _alive(pids) -> list[int]:
@@ -302,10 +310,12 @@ def _wait_for(condition, seconds: float) -> bool:
     [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143)],
     ids=["ctrl-c", "sigterm", "sigterm-to-the-group"],
 )
-def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_works(tmp_path, sig, to_group,
-                                                                                     exit_code):
-    root = write_covidx(tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(300)],
-                        [("q", "t.png", "normal")])
+def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_works(
+    tmp_path, sig, to_group, exit_code
+):
+    root = write_covidx(
+        tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(300)], [("q", "t.png", "normal")]
+    )
     cache_dir, started = tmp_path / "cache", tmp_path / "started"
     proc = _build_process(tmp_path, root, cache_dir, slow=started)  # 300 x 50 ms on at most 16 workers: > 0.9 s
     assert _wait_for(lambda: started.exists() or proc.poll() is not None, 60), "the build never began"
@@ -333,16 +343,24 @@ def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_w
 
 def test_workers_do_not_import_the_callers_main_script(tmp_path):
     # a script without the `if __name__ == "__main__":` guard, which spawned workers would run again
-    root = write_covidx(tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(40)],
-                        [("q", "t.png", "normal")])  # enough images for workers
+    root = write_covidx(
+        tmp_path / "covidx", [(f"p{i}", f"i{i}.png", CLASSES[i % 3]) for i in range(40)], [("q", "t.png", "normal")]
+    )  # enough images for workers
     script = tmp_path / "unguarded.py"
-    script.write_text("import sys\nimport fedlib.data.cache as cache\nprint('main ran', flush=True)\n"
-                      "images, _, _ = cache.load_split_arrays(sys.argv[1], 'train', 28, cache_dir=sys.argv[2], "
-                      "progress=False)\nprint('built', images.shape)\n")
+    script.write_text(
+        "import sys\nimport fedlib.data.cache as cache\nprint('main ran', flush=True)\n"
+        "images, _, _ = cache.load_split_arrays(sys.argv[1], 'train', 28, cache_dir=sys.argv[2], "
+        "progress=False)\nprint('built', images.shape)\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
-    res = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "c")], env=env, text=True,
-                         capture_output=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(script), str(root), str(tmp_path / "c")],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
 
     assert res.returncode == 0, res.stderr
     assert res.stdout == "main ran\nbuilt (40, 32, 32, 3)\n"

@@ -11,8 +11,12 @@ from fedlib.cli import main
 
 def test_synth_then_data_summary_json(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert main(["synth", "--out", str(out), "--n-train", "9", "--n-test", "6", "--size", "48",
-                 "--sources", "2", "--quiet"]) == 0
+    assert (
+        main(
+            ["synth", "--out", str(out), "--n-train", "9", "--n-test", "6", "--size", "48", "--sources", "2", "--quiet"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["data-summary", "--data", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -27,7 +31,10 @@ def test_synth_then_data_summary_json(tmp_path, capsys):
         (["data-summary", "--data", "/nonexistent/covidx"], "data root /nonexistent/covidx does not exist"),
         (["train", "--profile", "smoke", "--fraction", "0", "--out", "{tmp}/r"], "--fraction must be in (0, 1]"),
         (["train", "--profile", "smoke", "--model", "vgg16", "--out", "{tmp}/r"], "unknown model 'vgg16'"),
-        (["train", "--profile", "smoke", "--data", "/nonexistent", "--out", "{tmp}/r"], "data root /nonexistent does not exist"),
+        (
+            ["train", "--profile", "smoke", "--data", "/nonexistent", "--out", "{tmp}/r"],
+            "data root /nonexistent does not exist",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, argv, message):
@@ -40,6 +47,9 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, argv, message):
 
 
 def test_debug_shows_the_traceback():
-    res = subprocess.run([sys.executable, "-m", "fedlib.cli", "--debug", "data-summary", "--data", "/nonexistent"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "fedlib.cli", "--debug", "data-summary", "--data", "/nonexistent"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "Traceback" in res.stderr

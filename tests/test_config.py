@@ -28,7 +28,9 @@ def test_matched_pooled_budget_makes_fedavgs_sample_passes():
     cfg = config.resolve("paper", pooled_budget="matched")
     # FedAvg: R x E x (C x K) / K epochs' worth of images = 100 x 3 x 2 / 5 = 120 epochs
     assert cfg.pooled_epochs == 120
-    assert config.resolve("paper", pooled_budget="matched", central_epochs=7).pooled_epochs == 7  # an explicit count wins
+    assert (
+        config.resolve("paper", pooled_budget="matched", central_epochs=7).pooled_epochs == 7
+    )  # an explicit count wins
     quick = config.resolve("quick")  # 12 rounds x 2 epochs x 2 of 5 clients = 9.6 epochs, rounded up
     assert (quick.pooled_budget, quick.central_epochs, quick.pooled_epochs) == ("matched", None, 10)
 

@@ -83,20 +83,36 @@ def test_parse_is_lenient_on_case_blank_lines_crlf_and_extra_columns(tmp_path):
         ("p1 a.png normal\np2 b.png\n", r"line 2: expected .* 2 column"),
         ("p1 a.png covid rsna\n", r"line 1: unknown label 'covid'; valid labels are pneumonia, normal, COVID-19"),
         ("\np1 a.png positive rsna\n", r"line 2: unknown label 'positive'"),
-        ("p1 a.png normal\np2 b.png normal\np3 a.png COVID-19\n",
-         r"lines 1 and 3 both list 'a\.png', as normal and COVID-19; remove the line with the wrong label"),
-        ("p1 a.png normal\np1 a.png normal rsna\np1 a.png pneumonia rsna\n",
-         r"lines 1 and 3 both list 'a\.png', as normal and pneumonia"),
-        ("p1 my scan.png normal rsna\n",
-         r"line 1: the label 'normal' is column 4, not 3, so the file name seems to contain a space "
-         r"\('my scan\.png'\); file names with spaces are not supported"),
+        (
+            "p1 a.png normal\np2 b.png normal\np3 a.png COVID-19\n",
+            r"lines 1 and 3 both list 'a\.png', as normal and COVID-19; remove the line with the wrong label",
+        ),
+        (
+            "p1 a.png normal\np1 a.png normal rsna\np1 a.png pneumonia rsna\n",
+            r"lines 1 and 3 both list 'a\.png', as normal and pneumonia",
+        ),
+        (
+            "p1 my scan.png normal rsna\n",
+            r"line 1: the label 'normal' is column 4, not 3, so the file name seems to contain a space "
+            r"\('my scan\.png'\); file names with spaces are not supported",
+        ),
         ("p1 a.png normal\np2 ../b.png normal\n", r"line 2: file name '\.\./b\.png' points outside the image folder"),
         ("p1 /etc/passwd normal\n", r"line 1: file name '/etc/passwd' points outside the image folder"),
         ("p1 sub/../../b.png normal\n", r"line 1: file name 'sub/\.\./\.\./b\.png' points outside"),
         ("\n  \n\n", r"has no records"),
     ],
-    ids=["columns", "label", "binary-label", "conflicting-labels", "conflict-after-a-repeat", "space-in-name",
-         "dot-dot", "absolute", "dot-dot-inside", "empty"],
+    ids=[
+        "columns",
+        "label",
+        "binary-label",
+        "conflicting-labels",
+        "conflict-after-a-repeat",
+        "space-in-name",
+        "dot-dot",
+        "absolute",
+        "dot-dot-inside",
+        "empty",
+    ],
 )
 def test_parse_errors_name_file_and_line(tmp_path, text, match):
     path = write_split(tmp_path, text, name="bad_split.txt")
@@ -109,19 +125,25 @@ def test_parse_errors_name_file_and_line(tmp_path, text, match):
 
 def test_an_image_repeated_with_its_label_is_kept_once_with_one_warning(tmp_path):
     # one line per annotation box, as the earliest COVIDx train split has for RSNA images
-    text = ("p1 a.png pneumonia rsna\np2 b.png normal rsna\np1 a.png pneumonia rsna\n"
-            "p1 a.png pneumonia rsna\np2 b.png normal rsna\np3 c.png COVID-19 cohen\n")
+    text = (
+        "p1 a.png pneumonia rsna\np2 b.png normal rsna\np1 a.png pneumonia rsna\n"
+        "p1 a.png pneumonia rsna\np2 b.png normal rsna\np3 c.png COVID-19 cohen\n"
+    )
     path = write_split(tmp_path, text)
 
     with pytest.warns(RepeatedImageWarning) as caught:
         records = parse_split_file(path)
 
-    assert records == [Record("p1", "a.png", 0, "rsna"), Record("p2", "b.png", 1, "rsna"),
-                       Record("p3", "c.png", 2, "cohen")]
+    assert records == [
+        Record("p1", "a.png", 0, "rsna"),
+        Record("p2", "b.png", 1, "rsna"),
+        Record("p3", "c.png", 2, "cohen"),
+    ]
     assert len(caught) == 1
     assert str(caught[0].message) == (
         f"{path}: 3 line(s) list an image already listed with the same label (2 image(s): 'a.png', 'b.png'); "
-        "each image is used once, as its first line says.")
+        "each image is used once, as its first line says."
+    )
 
 
 def test_a_repeat_with_another_patient_id_keeps_the_first_and_is_counted(tmp_path):
@@ -183,8 +205,11 @@ def test_an_unreadable_split_file_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", refuse)
 
-    with pytest.raises(UserError, match=r"Split file .*split\.txt cannot be read \(Permission denied\); "
-                                         r"give this user read access to it\."):
+    with pytest.raises(
+        UserError,
+        match=r"Split file .*split\.txt cannot be read \(Permission denied\); "
+        r"give this user read access to it\.",
+    ):
         parse_split_file(path)
 
 
@@ -249,8 +274,11 @@ def test_an_unlistable_image_folder_is_one_line(covidx_root, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", refuse)
 
-    with pytest.raises(UserError, match=r"Image folder .*train cannot be listed \(Permission denied\); give this "
-                                         r"user read access to it\."):
+    with pytest.raises(
+        UserError,
+        match=r"Image folder .*train cannot be listed \(Permission denied\); give this "
+        r"user read access to it\.",
+    ):
         read_split(covidx_root, "train")
 
 
@@ -294,7 +322,8 @@ def test_a_link_out_of_the_data_root_is_refused(covidx_root, tmp_path, linked):
 
     assert str(err.value) == (
         f"{covidx_root / 'train_split.txt'} line {line}: {name!r} is a link to {outside}, outside the data root "
-        f"{covidx_root}; copy the image into {covidx_root / 'train'} or link the whole image folder instead.")
+        f"{covidx_root}; copy the image into {covidx_root / 'train'} or link the whole image folder instead."
+    )
 
 
 def test_read_split_unknown_split(covidx_root):
@@ -340,9 +369,15 @@ def test_data_summary_reports_repeats_on_stderr_and_in_json(covidx_root, capsys)
 
     captured = capsys.readouterr()
     assert json.loads(captured.out)["repeated"]["test"] == {
-        "lines": 1, "images": 1, "other_patient_id": 0, "first": ["f.png"]}
-    assert ("warning: 1 line(s) of the test split repeat an image listed before with the same label "
-            "(1 image(s): f.png); each image is counted once\n") in captured.err
+        "lines": 1,
+        "images": 1,
+        "other_patient_id": 0,
+        "first": ["f.png"],
+    }
+    assert (
+        "warning: 1 line(s) of the test split repeat an image listed before with the same label "
+        "(1 image(s): f.png); each image is counted once\n"
+    ) in captured.err
     assert "train split" not in captured.err
 
 
@@ -481,8 +516,9 @@ def write_png_header(path, width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -495,8 +531,11 @@ def write_thin_strip(path):
 @pytest.mark.parametrize(
     ("make_file", "match"),
     [
-        (write_thin_strip, r"claims 1 x 300000 pixels, beyond what a radiograph can be \(at most 50 megapixels and "
-                           r"a side ratio of 8:1\); replace the file or remove its line from the split file\."),
+        (
+            write_thin_strip,
+            r"claims 1 x 300000 pixels, beyond what a radiograph can be \(at most 50 megapixels and "
+            r"a side ratio of 8:1\); replace the file or remove its line from the split file\.",
+        ),
         (lambda p: write_png_header(p, 8000, 8000), r"claims 8000 x 8000 pixels"),
         (lambda p: write_png_header(p, 100_000, 50), r"claims 100000 x 50 pixels"),
         (lambda p: write_png_header(p, 20_000, 20_000), r"claims 400000000 pixels, beyond"),  # PIL's guard

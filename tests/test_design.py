@@ -42,8 +42,11 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
         for target in imported:
             parts = target.split(".")
             # fedlib.flower.engine runs fedlib.flower's __init__ first, unless the importer is inside it
-            targets |= {m for m in (".".join(parts[:i]) for i in range(1, len(parts)))
-                        if m in files and not f"{name}.".startswith(f"{m}.")}
+            targets |= {
+                m
+                for m in (".".join(parts[:i]) for i in range(1, len(parts)))
+                if m in files and not f"{name}.".startswith(f"{m}.")
+            }
             if target in files and target != name:
                 targets.add(target)
         graph[name] = targets
@@ -107,5 +110,7 @@ def test_import_graph_resolves_relative_lazy_and_subpackage_imports(tmp_path):
         "pkg.sub": {"pkg.sub.leaf"},
         "pkg.sub.leaf": {"pkg.a", "pkg.c"},
     }
-    assert sorted(map(show, find_cycles(graph))) == ["pkg.a -> pkg.b -> pkg.sub -> pkg.sub.leaf -> pkg.a",
-                                                     "pkg.a -> pkg.b -> pkg.sub.leaf -> pkg.a"]
+    assert sorted(map(show, find_cycles(graph))) == [
+        "pkg.a -> pkg.b -> pkg.sub -> pkg.sub.leaf -> pkg.a",
+        "pkg.a -> pkg.b -> pkg.sub.leaf -> pkg.a",
+    ]

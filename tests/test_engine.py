@@ -34,7 +34,8 @@ def test_fedavg_run_directory(data_dir, tmp_path):
     assert all(int(h["clients_used"]) == per_round for h in history)
     clients = runs.read_history(tmp_path / "r" / "clients.csv")
     assert [(int(c["round"]), int(c["client"])) for c in clients] == [
-        (r + 1, c) for r in range(2) for c in sample_clients(cfg.clients, per_round, cfg.seed, r)]
+        (r + 1, c) for r in range(2) for c in sample_clients(cfg.clients, per_round, cfg.seed, r)
+    ]
     assert {c["status"] for c in clients} == {"used"} and all(int(c["num_examples"]) > 0 for c in clients)
     assert {"train_loss", "test_loss", "test_accuracy", "test_sensitivity_covid19", "wall_time"} <= set(history[0])
     assert final["synthetic"] is True
@@ -153,8 +154,18 @@ def test_by_source_partition_uses_one_client_per_source(data_dir, tmp_path):
 
 def test_smoke_fedavg_beats_chance(data_dir, tmp_path):
     # Balanced classes: chance is 1/3. A few rounds at 48 px give a clear margin (0.63 when written).
-    cfg = smoke(data_dir, model="resnet18", rounds=8, local_epochs=2, synth_n_train=150, synth_n_test=60,
-                clients=3, fraction=1.0, image_size=48, synth_size=64)
+    cfg = smoke(
+        data_dir,
+        model="resnet18",
+        rounds=8,
+        local_epochs=2,
+        synth_n_train=150,
+        synth_n_test=60,
+        clients=3,
+        fraction=1.0,
+        image_size=48,
+        synth_size=64,
+    )
     run(cfg, tmp_path / "r", progress=False)
     # One round's accuracy swings by 0.1-0.2 at this size; the mean of the last four does not.
     last = [float(r["test_accuracy"]) for r in runs.read_history(tmp_path / "r" / "history.csv")][-4:]
@@ -167,8 +178,19 @@ def test_local_train_and_evaluate_leave_no_global_rng_trace(data_dir):
     hw = Hardware(device=torch.device("cpu"))
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    res = local_train(model, exp.data.train_images, exp.data.train_labels, exp.parts[0], epochs=1,
-                      batch_size=8, lr=1e-3, weight_decay=0, image_size=32, seed=1, hw=hw)
+    res = local_train(
+        model,
+        exp.data.train_images,
+        exp.data.train_labels,
+        exp.parts[0],
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0,
+        image_size=32,
+        seed=1,
+        hw=hw,
+    )
     model.eval()
     ev = evaluate(model, exp.data.test_images, exp.data.test_labels, image_size=32, hw=hw)
     assert torch.equal(before, torch.get_rng_state())

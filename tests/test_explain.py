@@ -121,19 +121,22 @@ def test_overlay_is_uint8_image():
 # ---------------------------------------------------------------- which block
 
 
-@pytest.mark.parametrize(("name", "size", "expected"), [
-    ("resnet18", 224, ("layer4.1", (7, 7))),  # the paper's last block
-    ("resnet18", 64, ("layer2.1", (8, 8))),  # layer4 is 2x2, layer3 4x4
-    ("resnet18", 32, ("layer1.1", (8, 8))),
-    ("resnext50_32x4d", 224, ("layer4.2", (7, 7))),
-    ("resnext50_32x4d", 64, ("layer2.3", (8, 8))),
-    ("mobilenet_v2", 224, ("features.18", (7, 7))),
-    ("mobilenet_v2", 64, ("features.7.conv.0", (8, 8))),  # before block 7's stride-2 conv
-    ("mobilenet_v2", 32, ("features.4.conv.0", (8, 8))),
-    ("covidnet_small", 224, ("features.9", (7, 7))),
-    ("covidnet_small", 64, ("features.5", (8, 8))),
-    ("covidnet_large", 64, ("features.5", (8, 8))),
-])
+@pytest.mark.parametrize(
+    ("name", "size", "expected"),
+    [
+        ("resnet18", 224, ("layer4.1", (7, 7))),  # the paper's last block
+        ("resnet18", 64, ("layer2.1", (8, 8))),  # layer4 is 2x2, layer3 4x4
+        ("resnet18", 32, ("layer1.1", (8, 8))),
+        ("resnext50_32x4d", 224, ("layer4.2", (7, 7))),
+        ("resnext50_32x4d", 64, ("layer2.3", (8, 8))),
+        ("mobilenet_v2", 224, ("features.18", (7, 7))),
+        ("mobilenet_v2", 64, ("features.7.conv.0", (8, 8))),  # before block 7's stride-2 conv
+        ("mobilenet_v2", 32, ("features.4.conv.0", (8, 8))),
+        ("covidnet_small", 224, ("features.9", (7, 7))),
+        ("covidnet_small", 64, ("features.5", (8, 8))),
+        ("covidnet_large", 64, ("features.5", (8, 8))),
+    ],
+)
 def test_pick_cam_layer_takes_the_latest_block_of_at_least_7x7(name, size, expected):
     assert pick_cam_layer(name, size) == expected
 
@@ -173,10 +176,8 @@ def test_pool_mask_with_overlapping_cells():
 
 
 def test_energy_share_and_pointing_on_a_hand_built_map():
-    cam = np.array([[4, 0],
-                    [1, 5]], dtype=np.float32)  # sum 10
-    coverage = np.array([[1.0, 0.5],
-                         [0.0, 0.25]])
+    cam = np.array([[4, 0], [1, 5]], dtype=np.float32)  # sum 10
+    coverage = np.array([[1.0, 0.5], [0.0, 0.25]])
 
     assert explain.energy_share(cam, coverage) == pytest.approx((4 * 1.0 + 5 * 0.25) / 10)
     assert explain.pointing_hit(cam, coverage) == 1.0  # the max (5) is on a cell a quarter lesion
@@ -191,9 +192,13 @@ def test_uniform_and_zero_maps_score_chance_and_count_as_ties():
 
     for cam in (np.full((4, 4), 0.7), np.zeros((4, 4))):
         scores = explain.score_map(cam, coverage)
-        assert scores == {"hit": pytest.approx(3 / 16), "chance_hit": pytest.approx(3 / 16),
-                          "energy_share": pytest.approx(2 / 16),
-                          "chance_energy_share": pytest.approx(2 / 16), "tie": True}
+        assert scores == {
+            "hit": pytest.approx(3 / 16),
+            "chance_hit": pytest.approx(3 / 16),
+            "energy_share": pytest.approx(2 / 16),
+            "chance_energy_share": pytest.approx(2 / 16),
+            "tie": True,
+        }
 
 
 def test_tied_maxima_score_the_share_of_them_on_the_lesion():
@@ -253,11 +258,9 @@ def test_whole_path_scores_a_map_on_the_lesion_as_a_hit_and_one_off_it_as_a_miss
     # A 128 px mask (twice the 64 px input): 16 px per cell of the 8x8 grid.
     mask = np.zeros((128, 128), bool)
     mask[32:64, 32:56] = True  # cells (2, 2) and (3, 2) whole, (2, 3) and (3, 3) half
-    images = np.stack([_bright_cell(3, 2), _bright_cell(2, 3), _bright_cell(6, 6),
-                       np.zeros((64, 64, 3), np.uint8)])
+    images = np.stack([_bright_cell(3, 2), _bright_cell(2, 3), _bright_cell(6, 6), np.zeros((64, 64, 3), np.uint8)])
 
-    scores = explain.localisation_scores(Spotlight(), "features", images, [1, 1, 1, 1], [mask] * 4,
-                                         image_size=64)
+    scores = explain.localisation_scores(Spotlight(), "features", images, [1, 1, 1, 1], [mask] * 4, image_size=64)
 
     assert list(scores["rows"]) == [8] * 4 and list(scores["cols"]) == [8] * 4
     assert list(scores["hit"]) == [1.0, 1.0, 0.0, pytest.approx(4 / 64)]  # last: an all-zero map
@@ -302,19 +305,31 @@ def test_explain_run_on_a_missing_dir_says_train_it(tmp_path):
 def test_figure_stems_follow_the_class_order():
     classes = ("pneumonia", "normal", "COVID-19")
     assert [explain.figure_stem(i, classes) for i in range(3)] == [
-        "fig6_gradcam_pneumonia", "fig7_gradcam_normal", "fig8_gradcam_covid19"]
+        "fig6_gradcam_pneumonia",
+        "fig7_gradcam_normal",
+        "fig8_gradcam_covid19",
+    ]
 
 
-def _fake_run(runs_dir: Path, model: str, mode: str, seed: int, folder: str | None = None,
-              profile: str = "smoke") -> Path:
+def _fake_run(
+    runs_dir: Path, model: str, mode: str, seed: int, folder: str | None = None, profile: str = "smoke"
+) -> Path:
     """A finished run as results.find_runs sees it: config.json and final.json only."""
     path = runs_dir / (folder or run_name(model, mode, seed))
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"model": model, "mode": mode, "seed": seed,
-                                                  "profile": profile, "image_size": 64,
-                                                  "data_fingerprint": "abc"}))
-    (path / "final.json").write_text(json.dumps({"data_description": "SYNTHETIC chest X-rays",
-                                                 "synthetic": True}))
+    (path / "config.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "mode": mode,
+                "seed": seed,
+                "profile": profile,
+                "image_size": 64,
+                "data_fingerprint": "abc",
+            }
+        )
+    )
+    (path / "final.json").write_text(json.dumps({"data_description": "SYNTHETIC chest X-rays", "synthetic": True}))
     return path
 
 
@@ -329,13 +344,22 @@ def test_select_runs_orders_by_model_mode_seed_and_names_what_is_missing(tmp_pat
 
     assert first.seeds == [1] and first.first_seed == 1
     assert [(r.model, r.mode, r.seed) for r in first.runs] == [
-        ("resnet18", "fedavg", 1), ("resnet18", "central", 1), ("mobilenet_v2", "fedavg", 1)]
-    assert first.notes == [f"mobilenet_v2-central-seed1 is not a finished run in {tmp_path}, so its "
-                           "panels stay empty and it has no row in the table; train it with "
-                           "`fedlib reproduce`."]
+        ("resnet18", "fedavg", 1),
+        ("resnet18", "central", 1),
+        ("mobilenet_v2", "fedavg", 1),
+    ]
+    assert first.notes == [
+        f"mobilenet_v2-central-seed1 is not a finished run in {tmp_path}, so its "
+        "panels stay empty and it has no row in the table; train it with "
+        "`fedlib reproduce`."
+    ]
     assert [(r.model, r.mode, r.seed) for r in both.runs] == [
-        ("resnet18", "fedavg", 2), ("resnet18", "fedavg", 1), ("resnet18", "central", 2),
-        ("resnet18", "central", 1), ("mobilenet_v2", "fedavg", 1)]
+        ("resnet18", "fedavg", 2),
+        ("resnet18", "fedavg", 1),
+        ("resnet18", "central", 2),
+        ("resnet18", "central", 1),
+        ("mobilenet_v2", "fedavg", 1),
+    ]
     assert set(both.figure_runs) == {("resnet18", "fedavg"), ("resnet18", "central")}
     assert {r.seed for r in both.figure_runs.values()} == {2}
     assert both.synthetic
@@ -385,11 +409,13 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
     selection = explain.select_runs(smoke_runs / "runs", ["resnet18", "mobilenet_v2"], [0])
     cfg = selection.runs[0].train_config
     data = load_dataset(cfg, progress=False)
-    lesion = [i for i, r in enumerate(data.test_records)
-              if data.classes[r.label] != "normal" and load_mask(data.root, "test", r.filename).any()]
+    lesion = [
+        i
+        for i, r in enumerate(data.test_records)
+        if data.classes[r.label] != "normal" and load_mask(data.root, "test", r.filename).any()
+    ]
     views = eval_batch(torch.from_numpy(np.ascontiguousarray(data.test_images[lesion])), 64)
-    cover = [explain.pool_mask(load_mask(data.root, "test", data.test_records[i].filename), (8, 8))
-             for i in lesion]
+    cover = [explain.pool_mask(load_mask(data.root, "test", data.test_records[i].filename), (8, 8)) for i in lesion]
     peaks = [np.unravel_index(np.argmax(c) if inside else np.argmin(c), c.shape) for c in cover]
 
     def one_cell_maps(model, layer, x, targets=None, batch_size=None):
@@ -415,8 +441,7 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
 
 
 def test_explain_run_writes_a_png(smoke_runs, tmp_path):
-    out = explain.explain_run(smoke_runs / "runs" / run_name("resnet18", "fedavg", 0),
-                              out=tmp_path / "g.png")
+    out = explain.explain_run(smoke_runs / "runs" / run_name("resnet18", "fedavg", 0), out=tmp_path / "g.png")
 
     assert out == tmp_path / "g.png" and out.stat().st_size > 0
 
@@ -439,9 +464,15 @@ def test_notebook_writes_figures_and_table(smoke_runs):
 
     figures = smoke_runs / "figures"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(smoke_runs / "04_gradcam.out.ipynb"), kernel_name="fedlib",
-        parameters=dict(runs_dir=str(smoke_runs / "runs"), figures_dir=str(figures),
-                        models=["resnet18", "mobilenet_v2", "resnext50_32x4d"], seeds=[0]),
+        str(NOTEBOOK),
+        str(smoke_runs / "04_gradcam.out.ipynb"),
+        kernel_name="fedlib",
+        parameters=dict(
+            runs_dir=str(smoke_runs / "runs"),
+            figures_dir=str(figures),
+            models=["resnet18", "mobilenet_v2", "resnext50_32x4d"],
+            seeds=[0],
+        ),
         progress_bar=False,
     )
 
@@ -451,8 +482,11 @@ def test_notebook_writes_figures_and_table(smoke_runs):
     table = pd.read_csv(figures / "table_gradcam_localisation.csv")
     assert list(table.columns) == explain.TABLE_COLUMNS
     assert list(zip(table["model"], table["mode"], table["seed"], strict=True)) == [
-        ("resnet18", "fedavg", 0), ("resnet18", "central", 0),
-        ("mobilenet_v2", "fedavg", 0), ("mobilenet_v2", "central", 0)]
+        ("resnet18", "fedavg", 0),
+        ("resnet18", "central", 0),
+        ("mobilenet_v2", "fedavg", 0),
+        ("mobilenet_v2", "central", 0),
+    ]
     assert list(table["grid"]) == ["8x8"] * 4
     rates = table[["hit_rate", "chance_hit_rate", "energy_share", "chance_energy_share", "tie_rate"]]
     assert ((rates >= 0) & (rates <= 1)).all().all()

@@ -36,15 +36,18 @@ def data_config(data_dir):
 REF = {"w": torch.zeros(2, 3), "b": torch.zeros(3), "n": torch.tensor(0)}
 
 
-@pytest.mark.parametrize("state, num_examples, loss, words", [
-    ({"w": torch.zeros(2, 3), "b": torch.zeros(3)}, 4, 0.1, "names differ"),
-    ({**REF, "extra": torch.zeros(1)}, 4, 0.1, "names differ"),
-    ({**REF, "w": torch.zeros(2, 2)}, 4, 0.1, "w has shape (2, 2), expected (2, 3)"),
-    ({**REF, "b": torch.tensor([0.0, float("nan"), 0.0])}, 4, 0.1, "b holds non-finite"),
-    ({**REF, "w": torch.full((2, 3), float("inf"))}, 4, 0.1, "w holds non-finite"),
-    (REF, 0, 0.1, "sample count 0"),
-    (REF, 4, float("nan"), "loss is not finite"),
-])
+@pytest.mark.parametrize(
+    "state, num_examples, loss, words",
+    [
+        ({"w": torch.zeros(2, 3), "b": torch.zeros(3)}, 4, 0.1, "names differ"),
+        ({**REF, "extra": torch.zeros(1)}, 4, 0.1, "names differ"),
+        ({**REF, "w": torch.zeros(2, 2)}, 4, 0.1, "w has shape (2, 2), expected (2, 3)"),
+        ({**REF, "b": torch.tensor([0.0, float("nan"), 0.0])}, 4, 0.1, "b holds non-finite"),
+        ({**REF, "w": torch.full((2, 3), float("inf"))}, 4, 0.1, "w holds non-finite"),
+        (REF, 0, 0.1, "sample count 0"),
+        (REF, 4, float("nan"), "loss is not finite"),
+    ],
+)
 def test_check_update_names_what_is_wrong(state, num_examples, loss, words):
     assert words in check_update(Update(state, num_examples, loss), REF)
 
@@ -76,7 +79,8 @@ def test_injected_failures_are_dropped_and_recorded(data_dir, tmp_path):
                     assert {"raise": "InjectedFault", "nan": "non-finite", "shape": "has shape"}[fault] in a["reason"]
         used = [a for a in answers if int(a["round"]) == r + 1 and a["status"] == "used"]
         assert int(row["clients_used"]) == len(used) and int(row["clients_dropped"]) == sum(
-            a["status"] == "dropped" for a in answers if int(a["round"]) == r + 1)
+            a["status"] == "dropped" for a in answers if int(a["round"]) == r + 1
+        )
     assert seen_drop, "seed 3 was picked so that some client fails; the injection did nothing"
     assert (tmp_path / "r" / "final.json").exists()
 
@@ -95,14 +99,31 @@ def test_a_round_below_min_clients_is_retried_with_a_fresh_sample(data_dir, tmp_
     assert row["attempts"] == "2"
     answers = runs.read_history(tmp_path / "r" / "clients.csv")
     assert [(a["attempt"], int(a["client"]), a["status"], a["reason"]) for a in answers] == [
-        ("1", c, "dropped", "site offline") for c in sample_clients(cfg.clients, 2, cfg.seed, 0)] + [
-        ("2", c, "used", "") for c in sample_clients(cfg.clients, 2, cfg.seed, 0, attempt=1)]
+        ("1", c, "dropped", "site offline") for c in sample_clients(cfg.clients, 2, cfg.seed, 0)
+    ] + [("2", c, "used", "") for c in sample_clients(cfg.clients, 2, cfg.seed, 0, attempt=1)]
     assert row["clients_used"] == "2" and row["clients_dropped"] == "2"
 
 
 def test_too_few_clients_after_the_retries_stops_with_one_clear_line(data_config, tmp_path, capsys):
-    assert main(["train", "--profile", "smoke", "--config", str(data_config), "--out", str(tmp_path / "r"),
-                 "--quiet", "--inject-failures", "1", "--round-retries", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--profile",
+                "smoke",
+                "--config",
+                str(data_config),
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+                "--inject-failures",
+                "1",
+                "--round-retries",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("fedlib: error: round 1: fewer than 1 client(s) returned a usable update in 2 attempt(s)")
     assert "\n" not in err and "--resume" in err
@@ -123,8 +144,22 @@ def test_same_seed_gives_identical_history_and_weights(data_dir, tmp_path):
 
 
 def _train_argv(data_config, out, *extra) -> list[str]:
-    return [sys.executable, "-m", "fedlib.cli", "train", "--profile", "smoke", "--rounds", "4", "--quiet",
-            "--out", str(out), "--config", str(data_config), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "fedlib.cli",
+        "train",
+        "--profile",
+        "smoke",
+        "--rounds",
+        "4",
+        "--quiet",
+        "--out",
+        str(out),
+        "--config",
+        str(data_config),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +188,11 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(data_config, un
         "first checkpoint": lambda: ckpt.exists(),
         "second history row": lambda: len(runs.read_history(cut / "history.csv")) >= 2,
         # Mid-round: a moment after round 2's checkpoint, while round 3 trains.
-        "third round started": lambda: runs.load_checkpoint(cut) is not None
-        and runs.load_checkpoint(cut)["round"] >= 2,
+        "third round started": lambda: (
+            runs.load_checkpoint(cut) is not None and runs.load_checkpoint(cut)["round"] >= 2
+        ),
     }[kill_point]
-    proc = subprocess.Popen(_train_argv(data_config, cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(_train_argv(data_config, cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(point, proc)
     finally:

@@ -47,10 +47,14 @@ def test_a_site_reply_holds_only_arrays_a_count_and_scalars():
 
 
 def test_a_failing_site_tells_only_the_exception_type():
-    assert failure_reason(FileNotFoundError("/data/site/patient-17.png")) == \
-        "raised FileNotFoundError (details in the site's log)"
-    assert failure_reason(InjectedFault("injected failure of client 1 in round 2")) == \
-        "raised InjectedFault: injected failure of client 1 in round 2"  # as in-process
+    assert (
+        failure_reason(FileNotFoundError("/data/site/patient-17.png"))
+        == "raised FileNotFoundError (details in the site's log)"
+    )
+    assert (
+        failure_reason(InjectedFault("injected failure of client 1 in round 2"))
+        == "raised InjectedFault: injected failure of client 1 in round 2"
+    )  # as in-process
 
 
 def test_a_train_request_round_trips(data_dir):
@@ -58,8 +62,7 @@ def test_a_train_request_round_trips(data_dir):
     state = {"w": torch.arange(6, dtype=torch.float32).view(2, 3)}
     from flwr.app import ArrayRecord
 
-    got_state, got_cfg, round_idx, attempt, client = read_train_request(
-        train_request(ArrayRecord(state), cfg, 4, 1, 2))
+    got_state, got_cfg, round_idx, attempt, client = read_train_request(train_request(ArrayRecord(state), cfg, 4, 1, 2))
     assert torch.equal(got_state["w"], state["w"]) and got_cfg == cfg and (round_idx, attempt, client) == (4, 1, 2)
 
 
@@ -79,23 +82,37 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
 
 def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
     # FedProx: the proximal term is computed at the site, from the config it is sent.
-    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0, strategy="fedprox",
-                proximal_mu=0.1)
+    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0, strategy="fedprox", proximal_mu=0.1)
     run(cfg, tmp_path / "inprocess", progress=False)
     with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
-        run_flower(config.replace(cfg, engine="flower"), tmp_path / "flower-run", progress=False,
-                   superlink=fed.address, timeout=DEADLINE)
+        run_flower(
+            config.replace(cfg, engine="flower"),
+            tmp_path / "flower-run",
+            progress=False,
+            superlink=fed.address,
+            timeout=DEADLINE,
+        )
         assert tagged(fed.tag)  # the processes were really there
     assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
     assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
-    np.testing.assert_equal(runs.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
-                            runs.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"])
+    np.testing.assert_equal(
+        runs.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
+        runs.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"],
+    )
 
 
 def test_a_failed_deployment_run_is_reported_and_stops_every_process(data_dir, tmp_path):
     # Every site fails on purpose and no retry is allowed: the ServerApp stops with RoundFailed.
-    cfg = smoke(data_dir, engine="flower", rounds=1, clients=2, fraction=1.0, inject_failures=1.0,
-                round_retries=0, client_timeout=60.0)
+    cfg = smoke(
+        data_dir,
+        engine="flower",
+        rounds=1,
+        clients=2,
+        fraction=1.0,
+        inject_failures=1.0,
+        round_retries=0,
+        client_timeout=60.0,
+    )
     with pytest.raises(UserError, match="round 1: fewer than 1 client"):
         with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
             run_flower(cfg, tmp_path / "r", progress=False, superlink=fed.address, timeout=DEADLINE)
@@ -110,10 +127,13 @@ def test_federation_stops_when_the_caller_fails(tmp_path):
     assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(engine="flower"), "--engine flower needs --superlink"),
-    (dict(engine="flower-sim", keep_optimizer_state=True), "--keep-optimizer-state is not supported"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(engine="flower"), "--engine flower needs --superlink"),
+        (dict(engine="flower-sim", keep_optimizer_state=True), "--keep-optimizer-state is not supported"),
+    ],
+)
 def test_flower_engine_user_errors(data_dir, tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         run(smoke(data_dir, **overrides), tmp_path / "r", progress=False)
@@ -139,7 +159,8 @@ def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp
     assert row["clients_used"] == "3" and row["clients_dropped"] == "0"
     answers = runs.read_history(tmp_path / "secagg" / "clients.csv")
     assert [(a["client"], a["status"], a["reason"]) for a in answers] == [
-        (str(c), "used", "secure aggregate") for c in range(3)]
+        (str(c), "used", "secure aggregate") for c in range(3)
+    ]
     assert [int(a["num_examples"]) for a in answers] == sizes
 
 
@@ -154,6 +175,7 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
     ensure_data_root(cfg, progress=False)  # written once here, not by four processes at once
     out, outcome = tmp_path / "r", {}
     with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
+
         def train():
             try:
                 outcome["final"] = run_flower(cfg, out, progress=False, superlink=fed.address, timeout=DEADLINE)
@@ -176,6 +198,12 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
     first, second = runs.read_history(out / "history.csv")
     assert first["clients_used"] == "3" and second["clients_used"] == "2"
     answers = [(a["round"], a["client"], a["status"]) for a in runs.read_history(out / "clients.csv")]
-    assert answers == [("1", "0", "used"), ("1", "1", "used"), ("1", "2", "used"),
-                       ("2", "0", "used"), ("2", "1", "used"), ("2", "2", "dropped")]
+    assert answers == [
+        ("1", "0", "used"),
+        ("1", "1", "used"),
+        ("1", "2", "used"),
+        ("2", "0", "used"),
+        ("2", "1", "used"),
+        ("2", "2", "dropped"),
+    ]
     assert runs.read_history(out / "clients.csv")[-1]["reason"].startswith("timeout")

@@ -42,8 +42,7 @@ TABLES = {
 def smoke_args(root: Path, **changes) -> dict:
     """The reproduction's defaults pick runs/, figures/ and reports/ below the current folder:
     the tests run it from ``root`` (a temporary folder)."""
-    args = dict(profile="smoke", models=MODELS, modes=MODES, progress=False,
-                overrides={"data_dir": str(root / "data")})
+    args = dict(profile="smoke", models=MODELS, modes=MODES, progress=False, overrides={"data_dir": str(root / "data")})
     return {**args, **changes}
 
 
@@ -112,8 +111,9 @@ def test_every_notebook_is_kept_executed(reproduction):
     root, result = reproduction
     reports = root / "reports" / "smoke"
     names = [results.run_name(m, mode, 0) for m in MODELS for mode in MODES]
-    expected = ["00_data", *(f"01_train-{n}" for n in names), "02_loss_curves",
-                "03_accuracy"] + (["04_gradcam"] if (NOTEBOOKS / "04_gradcam.ipynb").is_file() else [])
+    expected = ["00_data", *(f"01_train-{n}" for n in names), "02_loss_curves", "03_accuracy"] + (
+        ["04_gradcam"] if (NOTEBOOKS / "04_gradcam.ipynb").is_file() else []
+    )
     assert [p.name for p in result["executed"]] == [f"{name}.ipynb" for name in expected]
     assert sorted(p.name for p in reports.iterdir()) == sorted(f"{name}.ipynb" for name in expected)
     for name in names:
@@ -125,20 +125,36 @@ def test_every_notebook_is_kept_executed(reproduction):
 def test_00_data_names_the_data_set(reproduction):
     root, result = reproduction
     nb = nbformat.read(root / "reports" / "smoke" / "00_data.ipynb", as_version=4)
-    shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    shown = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert f"data set {result['data_set'].tag}" in shown and result["data_set"].fingerprint in shown
 
 
 # The analysis notebooks' parameters (issue "Results you can trust"): what the runner passes them.
-ANALYSIS = {"02_loss_curves": {"runs_dir", "figures_dir", "models", "seeds"},
-            "03_accuracy": {"runs_dir", "figures_dir", "models", "seeds", "epsilon"},
-            "04_gradcam": {"runs_dir", "figures_dir", "models", "seeds"}}
+ANALYSIS = {
+    "02_loss_curves": {"runs_dir", "figures_dir", "models", "seeds"},
+    "03_accuracy": {"runs_dir", "figures_dir", "models", "seeds", "epsilon"},
+    "04_gradcam": {"runs_dir", "figures_dir", "models", "seeds"},
+}
 
 
 def test_runner_parameters_match_the_notebooks(tmp_path):
-    steps = reproduce.plan(profile="smoke", data="synthetic", models=MODELS, modes=MODES, seeds=[0, 1],
-                           runs_dir="runs/smoke", figures_dir="figures", device="cpu", force=False, overrides={})
+    steps = reproduce.plan(
+        profile="smoke",
+        data="synthetic",
+        models=MODELS,
+        modes=MODES,
+        seeds=[0, 1],
+        runs_dir="runs/smoke",
+        figures_dir="figures",
+        device="cpu",
+        force=False,
+        overrides={},
+    )
     assert {s.notebook for s in steps} >= {"00_data", "01_train", "02_loss_curves", "03_accuracy"}
     for step in steps:
         declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{step.notebook}.ipynb")))
@@ -165,8 +181,13 @@ def test_finished_runs_are_skipped_and_force_retrains(reproduction, tmp_path, mo
     final = run / "final.json"
     before = final.stat().st_mtime_ns
     # Own figures and reports folders: the shared ones stay as the first reproduction left them.
-    args = smoke_args(root, models=["mobilenet_v2"], modes=["fedavg"], figures_dir=str(tmp_path / "figures"),
-                      reports_dir=str(tmp_path / "reports"))
+    args = smoke_args(
+        root,
+        models=["mobilenet_v2"],
+        modes=["fedavg"],
+        figures_dir=str(tmp_path / "figures"),
+        reports_dir=str(tmp_path / "reports"),
+    )
     result = reproduce.reproduce(**args)
     assert result["skipped"] == [run]
     assert final.stat().st_mtime_ns == before
@@ -207,17 +228,18 @@ def test_another_data_set_trains_into_its_own_folders(reproduction, tmp_path, mo
     fp = fingerprint(data, Layout(**V3))
     tag = f"covidx-{fp[:8]}"
     assert (result["data_set"].tag, result["runs_dir"]) == (tag, Path("runs/smoke") / tag)
-    assert (result["figures_dir"], result["reports_dir"]) == (Path("figures") / f"smoke-{tag}",
-                                                              Path("reports") / f"smoke-{tag}")
+    assert (result["figures_dir"], result["reports_dir"]) == (
+        Path("figures") / f"smoke-{tag}",
+        Path("reports") / f"smoke-{tag}",
+    )
     found = results.find_runs(root / result["runs_dir"])
     assert [r.path.name for r in found] == ["resnet18-fedavg-seed0"]
-    assert all(r.config["data_fingerprint"] == fp and r.config["train_split"] == "train_split_v3.txt"
-               for r in found)
+    assert all(r.config["data_fingerprint"] == fp and r.config["train_split"] == "train_split_v3.txt" for r in found)
     assert (root / "figures" / f"smoke-{tag}" / "fig1_class_distribution.png").is_file()
     assert stamps(root / "figures") == figures_before | stamps(root / "figures" / f"smoke-{tag}")
     assert stamps(root / first["runs_dir"]) == runs_before
     accuracy = nbformat.read(root / result["reports_dir"] / "03_accuracy.ipynb", as_version=4)
-    assert f"runs_dir = \"{result['runs_dir']}\"" in "".join(c.source for c in accuracy.cells)
+    assert f'runs_dir = "{result["runs_dir"]}"' in "".join(c.source for c in accuracy.cells)
 
 
 def test_an_interrupted_run_is_resumed(reproduction, tmp_path):
@@ -237,8 +259,9 @@ def test_a_failing_notebook_names_itself_and_keeps_the_evidence(reproduction, tm
     figures = stamps(root / "figures")
     data = covidx_v3(tmp_path / "covidx")
     (data / "train" / "00.png").write_bytes(b"")  # listed, present, empty: reading it fails in 00_data
-    args = smoke_args(root, data=str(data), models=["mobilenet_v2"], modes=["fedavg"],
-                      reports_dir=str(tmp_path / "reports"))
+    args = smoke_args(
+        root, data=str(data), models=["mobilenet_v2"], modes=["fedavg"], reports_dir=str(tmp_path / "reports")
+    )
     args["overrides"] = {**args["overrides"], **V3}
     with pytest.raises(UserError) as err:
         reproduce.reproduce(**args)
@@ -250,8 +273,9 @@ def test_a_failing_notebook_names_itself_and_keeps_the_evidence(reproduction, tm
 
 def test_a_missing_data_folder_fails_before_any_notebook(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        reproduce.reproduce(**smoke_args(tmp_path, data=str(tmp_path / "no-such-covidx"),
-                                         reports_dir=str(tmp_path / "reports")))
+        reproduce.reproduce(
+            **smoke_args(tmp_path, data=str(tmp_path / "no-such-covidx"), reports_dir=str(tmp_path / "reports"))
+        )
     assert not (tmp_path / "reports").exists()
 
 

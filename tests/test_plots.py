@@ -32,8 +32,14 @@ def three_seeds(tmp_path):
     """ResNet-18 learned (FedAvg test accuracy 12/24, 15/24, 18/24 over seeds 0-2; pooled 18/24);
     MobileNet-v2 called everything pneumonia in both modes (accuracy 20/24, balanced 1/3)."""
     for seed, right in zip((0, 1, 2), [(4, 4, 4), (6, 4, 5), (6, 6, 6)], strict=True):
-        write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal(right),
-                  rows=history([1.0, 0.6, 0.5, 0.4], 32, [0.2, 0.9, 0.6, 0.3 + 0.1 * seed]))
+        write_run(
+            tmp_path,
+            "resnet18",
+            "fedavg",
+            seed,
+            test=diagonal(right),
+            rows=history([1.0, 0.6, 0.5, 0.4], 32, [0.2, 0.9, 0.6, 0.3 + 0.1 * seed]),
+        )
         write_run(tmp_path, "resnet18", "central", seed, test=diagonal((6, 6, 6)), rows=history([1.0, 0.5], 80))
         write_run(tmp_path, "mobilenet_v2", "fedavg", seed, test=MAJORITY)
         write_run(tmp_path, "mobilenet_v2", "central", seed, test=MAJORITY)
@@ -95,7 +101,11 @@ def test_with_one_seed_tables_say_so_and_show_no_spread(three_seeds, tmp_path):
 def test_markdown_shows_mean_and_sd_in_one_cell_and_only_the_mean_without_sd():
     df = pd.DataFrame({"model": ["A", "B"], "acc": [0.8125, 0.5], "acc_sd": [0.0208, float("nan")]})
     assert plots.markdown_table(df, 3).splitlines() == [
-        "| model | acc |", "|---|---|", "| A | 0.812 ± 0.021 |", "| B | 0.500 |"]
+        "| model | acc |",
+        "|---|---|",
+        "| A | 0.812 ± 0.021 |",
+        "| B | 0.500 |",
+    ]
 
 
 # ---------------------------------------------------------------- chance
@@ -108,8 +118,12 @@ def test_a_model_at_chance_is_flagged_in_tables_and_titles(three_seeds):
     assert t2.iloc[1]["test_balanced_accuracy"] == pytest.approx(1 / 3)
     assert "AT CHANCE" in t2.attrs["caption"] and "MobileNet-v2 FedAvg (3 of 3 seeds)" in t2.attrs["caption"]
     assert "ResNet-18 FedAvg" not in t2.attrs["caption"]
-    for fig in (plots.fig3_fl_loss(three_seeds, MODELS), plots.fig5_fl_vs_pooled_loss(three_seeds, MODELS),
-                plots.fig4_per_label_accuracy(three_seeds, MODELS), plots.fig_confusion(three_seeds, MODELS)):
+    for fig in (
+        plots.fig3_fl_loss(three_seeds, MODELS),
+        plots.fig5_fl_vs_pooled_loss(three_seeds, MODELS),
+        plots.fig4_per_label_accuracy(three_seeds, MODELS),
+        plots.fig_confusion(three_seeds, MODELS),
+    ):
         assert "AT CHANCE" in title(fig) and "MobileNet-v2 FedAvg" in title(fig)
 
 
@@ -154,19 +168,28 @@ def test_gap_table_is_absolute_difference_against_epsilon(tmp_path):
 def test_gap_table_shows_the_pooled_budget_and_the_ratio_of_sample_passes(tmp_path):
     # FedAvg: 2 rounds of 32 sample passes = 64; pooled: 2 epochs of 80 = 160, i.e. 2.5x
     write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 32))
-    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 80),
-              pooled_budget="paper", rounds=2, local_epochs=1)
+    write_run(
+        tmp_path,
+        "resnet18",
+        "central",
+        0,
+        test=diagonal((4, 4, 4)),
+        rows=history([1.0, 0.5], 80),
+        pooled_budget="paper",
+        rounds=2,
+        local_epochs=1,
+    )
     gap = plots.table_gap(results.find_runs(tmp_path), 0.05)
     assert gap["pooled_budget"].tolist() == ["paper (R x E = 2 epochs)"]
     assert gap["pooled_to_fedavg_passes"].tolist() == [2.5]
-    assert "pooled training made 2.50x FedAvg's sample passes (not an equal-compute comparison)" \
-        in gap.attrs["caption"]
+    assert "pooled training made 2.50x FedAvg's sample passes (not an equal-compute comparison)" in gap.attrs["caption"]
 
 
 def test_gap_table_says_when_the_budgets_are_matched(tmp_path):
     write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 32))
-    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.0], 64),
-              pooled_budget="matched")
+    write_run(
+        tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.0], 64), pooled_budget="matched"
+    )
     gap = plots.table_gap(results.find_runs(tmp_path), 0.05)
     assert gap["pooled_budget"].iloc[0].startswith("matched")
     assert "1.00x FedAvg's sample passes (about equal compute)" in gap.attrs["caption"]
@@ -180,8 +203,7 @@ def test_gap_table_pairs_seeds_and_names_missing_runs(tmp_path):
     gap = plots.table_gap(results.find_runs(tmp_path), 0.05, MODELS, [0, 1])
     assert list(gap["model"]) == ["ResNet-18"] and gap["seeds"].tolist() == [1]  # seed 1 has no pooled run
     assert gap["test_gap"].tolist() == [0.25]
-    assert gap.attrs["missing"] == ["resnet18-central (seed 1)", "mobilenet_v2-fedavg",
-                                    "mobilenet_v2-central (seed 1)"]
+    assert gap.attrs["missing"] == ["resnet18-central (seed 1)", "mobilenet_v2-fedavg", "mobilenet_v2-central (seed 1)"]
 
 
 # ---------------------------------------------------------------- per label
@@ -221,16 +243,29 @@ def test_fig4_draws_a_dot_per_seed(three_seeds):
 
 def test_titles_say_data_profile_image_size_and_seeds(three_seeds):
     about = plots.describe_runs(three_seeds)
-    assert about == ("SYNTHETIC chest X-rays (48 train / 24 test images) · profile smoke · 32×32 px · "
-                     "mean ± sd over 3 seeds (0, 1, 2)")
-    for fig in (plots.fig3_fl_loss(three_seeds), plots.fig5_fl_vs_pooled_loss(three_seeds),
-                plots.fig_confusion(three_seeds)):
+    assert about == (
+        "SYNTHETIC chest X-rays (48 train / 24 test images) · profile smoke · 32×32 px · "
+        "mean ± sd over 3 seeds (0, 1, 2)"
+    )
+    for fig in (
+        plots.fig3_fl_loss(three_seeds),
+        plots.fig5_fl_vs_pooled_loss(three_seeds),
+        plots.fig_confusion(three_seeds),
+    ):
         assert about in title(fig)
 
 
 def test_titles_say_covidx_for_real_data(tmp_path):
-    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
-              description="COVIDx (13892 train / 1579 test images)", profile="paper", image_size=224)
+    write_run(
+        tmp_path,
+        "resnet18",
+        "fedavg",
+        0,
+        test=diagonal((4, 4, 4)),
+        description="COVIDx (13892 train / 1579 test images)",
+        profile="paper",
+        image_size=224,
+    )
     about = plots.describe_runs(results.find_runs(tmp_path))
     assert about == "COVIDx (13892 train / 1579 test images) · profile paper · 224×224 px · 1 seed (seed 0)"
 
@@ -239,8 +274,10 @@ def test_seeds_phrase_names_uneven_seed_counts(tmp_path):
     for seed in (0, 1, 2):
         write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal((4, 4, 4)))
     write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)))
-    assert plots.seeds_phrase(results.find_runs(tmp_path)) == \
-        "mean ± sd over 1 to 3 seeds per model and mode (seeds 0, 1, 2; 1 seed: no sd)"
+    assert (
+        plots.seeds_phrase(results.find_runs(tmp_path))
+        == "mean ± sd over 1 to 3 seeds per model and mode (seeds 0, 1, 2; 1 seed: no sd)"
+    )
 
 
 def test_figures_and_tables_refuse_runs_of_two_data_sets(tmp_path):
@@ -258,10 +295,10 @@ def test_figures_and_tables_refuse_runs_of_two_data_sets(tmp_path):
 
 def test_fig5_plots_both_modes_against_sample_passes(tmp_path):
     # FedAvg: E = 3 local epochs, 40 sample passes a round (epochs 3, 6); pooled: 80 an epoch, 6 epochs
-    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
-              rows=history([1.0, 0.5], 40, local_epochs=3))
-    write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)),
-              rows=history([1.2, 1.0, 0.8, 0.6, 0.5, 0.4], 80))
+    write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0, 0.5], 40, local_epochs=3))
+    write_run(
+        tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), rows=history([1.2, 1.0, 0.8, 0.6, 0.5, 0.4], 80)
+    )
     fig = plots.fig5_fl_vs_pooled_loss(results.find_runs(tmp_path), MODELS)
     lines = lines_by_gid(fig)
     assert lines["resnet18-fedavg-seed0"] == [40, 80]  # not epochs 3, 6
@@ -277,8 +314,9 @@ def test_fig3_draws_each_seed_and_their_mean(three_seeds):
     fig = plots.fig3_fl_loss(three_seeds, MODELS)
     ax = fig.axes[0]
     gids = {line.get_gid(): line for line in ax.get_lines()}
-    assert {"resnet18-fedavg-seed0", "resnet18-fedavg-seed1", "resnet18-fedavg-seed2",
-            "resnet18-fedavg-mean"} <= set(gids)
+    assert {"resnet18-fedavg-seed0", "resnet18-fedavg-seed1", "resnet18-fedavg-seed2", "resnet18-fedavg-mean"} <= set(
+        gids
+    )
     assert list(gids["resnet18-fedavg-mean"].get_ydata()) == pytest.approx([1.0, 0.6, 0.5, 0.4])
     assert ax.get_xlabel() == "federated round"
 
@@ -295,10 +333,18 @@ def test_confusion_sums_seeds_and_gives_accuracy_mean_and_sd(three_seeds):
 def test_figures_do_not_crash_on_missing_or_no_runs(tmp_path, models):
     write_run(tmp_path, "mobilenet_v2", "fedavg", 0, test=diagonal((4, 4, 4)))
     for runs in (results.find_runs(tmp_path), []):
-        figs = [plots.fig_confusion(runs, models), plots.fig4_per_label_accuracy(runs, models),
-                plots.fig3_fl_loss(runs, models), plots.fig5_fl_vs_pooled_loss(runs, models)]
-        tables = [plots.table2_fl_accuracy(runs, models), plots.table3_per_label(runs, models),
-                  plots.table4_pooled_accuracy(runs, models), plots.table_gap(runs, 0.05, models)]
+        figs = [
+            plots.fig_confusion(runs, models),
+            plots.fig4_per_label_accuracy(runs, models),
+            plots.fig3_fl_loss(runs, models),
+            plots.fig5_fl_vs_pooled_loss(runs, models),
+        ]
+        tables = [
+            plots.table2_fl_accuracy(runs, models),
+            plots.table3_per_label(runs, models),
+            plots.table4_pooled_accuracy(runs, models),
+            plots.table_gap(runs, 0.05, models),
+        ]
         if models:
             assert all("resnet18-fedavg" in title(f) for f in figs)
             assert all(t.attrs["missing"] for t in tables)
@@ -315,7 +361,12 @@ def test_save_figure_and_table_write_complete_files(tmp_path, three_seeds):
     table = plots.table2_fl_accuracy(three_seeds)
     paths = plots.save_figure(fig, tmp_path / "figures", "fig3") + plots.save_table(table, tmp_path / "figures", "t2")
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "fig3.pdf", "fig3.png", "t2.csv", "t2.md", "t2_per_seed.csv"]
+        "fig3.pdf",
+        "fig3.png",
+        "t2.csv",
+        "t2.md",
+        "t2_per_seed.csv",
+    ]
     assert all(p.stat().st_size > 0 for p in paths)
     with Image.open(tmp_path / "figures" / "fig3.png") as img:
         img.verify()

@@ -22,5 +22,7 @@ def test_sync_rewrites_a_stale_table(tmp_path):
     text = "intro\n<!-- table: figures/t.md -->\n| a | b |\n|---|---|\n| 9 | 9 |\n<!-- end table -->\nrest\n"
     (tmp_path / "README.md").write_text(text)
     assert readme.sync(tmp_path / "README.md", tmp_path) == 1
-    assert "| 1 | 2 |" in (tmp_path / "README.md").read_text() and "| 9 | 9 |" not in (tmp_path / "README.md").read_text()
+    assert (
+        "| 1 | 2 |" in (tmp_path / "README.md").read_text() and "| 9 | 9 |" not in (tmp_path / "README.md").read_text()
+    )
     assert readme.sync(tmp_path / "README.md", tmp_path) == 0

@@ -35,12 +35,25 @@ def smoke_cfg(data: Path, **overrides) -> config.TrainConfig:
 
 
 def test_plan_runs_every_model_and_mode_once_per_seed():
-    steps = reproduce.plan(profile="smoke", data="synthetic", models=["resnet18", "mobilenet_v2"],
-                           modes=["fedavg", "central"], seeds=[0, 1], runs_dir="runs/x", figures_dir="figs",
-                           device="cpu", force=False, overrides={"class_weight": "balanced", **V3})
+    steps = reproduce.plan(
+        profile="smoke",
+        data="synthetic",
+        models=["resnet18", "mobilenet_v2"],
+        modes=["fedavg", "central"],
+        seeds=[0, 1],
+        runs_dir="runs/x",
+        figures_dir="figs",
+        device="cpu",
+        force=False,
+        overrides={"class_weight": "balanced", **V3},
+    )
     train = [s for s in steps if s.notebook == "01_train"]
-    names = [results.run_name(m, mode, seed) for seed in (0, 1) for m in ("resnet18", "mobilenet_v2")
-             for mode in ("fedavg", "central")]
+    names = [
+        results.run_name(m, mode, seed)
+        for seed in (0, 1)
+        for m in ("resnet18", "mobilenet_v2")
+        for mode in ("fedavg", "central")
+    ]
     assert [s.report for s in train] == [f"01_train-{n}" for n in names]
     assert [s.run_dir for s in train] == [Path("runs/x") / n for n in names]
     assert [s.parameters["out"] for s in train] == [str(Path("runs/x") / n) for n in names]
@@ -51,17 +64,32 @@ def test_plan_runs_every_model_and_mode_once_per_seed():
     analysis = {s.notebook: s.parameters for s in steps if s.notebook[:2] in ("02", "03", "04")}
     for name, params in analysis.items():
         assert params["seeds"] == [0, 1] and params["runs_dir"] == "runs/x" and params["figures_dir"] == "figs"
-        assert set(params) == {"runs_dir", "figures_dir", "models", "seeds"} | ({"epsilon"} if name == "03_accuracy" else set())
+        assert set(params) == {"runs_dir", "figures_dir", "models", "seeds"} | (
+            {"epsilon"} if name == "03_accuracy" else set()
+        )
 
 
 def test_the_run_config_is_what_the_notebook_resolves():
-    step = reproduce.plan(profile="smoke", data="synthetic", models=["resnet18"], modes=["central"], seeds=[3],
-                          runs_dir="r", figures_dir="f", device="cpu", force=False,
-                          overrides={"pooled_budget": "matched", "val_fraction": 0.2, **V3})[1]
+    step = reproduce.plan(
+        profile="smoke",
+        data="synthetic",
+        models=["resnet18"],
+        modes=["central"],
+        seeds=[3],
+        runs_dir="r",
+        figures_dir="f",
+        device="cpu",
+        force=False,
+        overrides={"pooled_budget": "matched", "val_fraction": 0.2, **V3},
+    )[1]
     cfg = reproduce.run_config(step.parameters)
     assert (cfg.model, cfg.mode, cfg.seed, cfg.device) == ("resnet18", "central", 3, "cpu")
     assert (cfg.pooled_budget, cfg.val_fraction, cfg.train_split, cfg.test_split) == (
-        "matched", 0.2, "train_split_v3.txt", "test_split_v3.txt")
+        "matched",
+        0.2,
+        "train_split_v3.txt",
+        "test_split_v3.txt",
+    )
 
 
 # ---------------------------------------------------------------- data identity and folders
@@ -74,7 +102,9 @@ def test_a_covidx_folder_is_named_by_folder_and_fingerprint(tmp_path):
     assert data.tag == f"covidx_v3-{data.fingerprint[:8]}"
     assert reproduce.default_runs_dir("smoke", data) == Path("runs/smoke") / data.tag
     assert reproduce.output_dirs("smoke", data, profile_synthetic=False) == (
-        Path("figures") / f"smoke-{data.tag}", Path("reports") / f"smoke-{data.tag}")
+        Path("figures") / f"smoke-{data.tag}",
+        Path("reports") / f"smoke-{data.tag}",
+    )
 
 
 def test_the_wrong_split_file_name_fails_in_one_sentence(tmp_path):
@@ -128,8 +158,7 @@ def test_a_run_with_this_config_is_reused_or_resumed(tmp_path, wanted):
 
 @pytest.mark.parametrize("finished", [True, False], ids=["finished", "unfinished"])
 def test_a_run_with_another_config_is_refused_in_one_sentence(tmp_path, wanted, finished):
-    run = fake_run(tmp_path / "resnet18-fedavg-seed0", {**wanted, "rounds": 5, "data_fingerprint": "f" * 16},
-                   finished)
+    run = fake_run(tmp_path / "resnet18-fedavg-seed0", {**wanted, "rounds": 5, "data_fingerprint": "f" * 16}, finished)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     with pytest.raises(UserError) as err:
         reproduce.decide(run, wanted)
@@ -147,8 +176,7 @@ def test_a_changed_knob_stops_the_reproduction_before_any_notebook(tmp_path, mon
     args = dict(profile="smoke", data=str(root), models=["resnet18"], modes=["fedavg"], progress=False)
     cfg = smoke_cfg(root, model="resnet18", mode="fedavg")
     data = reproduce.data_set(cfg)
-    run = fake_run(tmp_path / "runs" / "smoke" / data.tag / "resnet18-fedavg-seed0",
-                   reproduce.wanted_config(cfg, data))
+    run = fake_run(tmp_path / "runs" / "smoke" / data.tag / "resnet18-fedavg-seed0", reproduce.wanted_config(cfg, data))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     executed = []
     monkeypatch.setattr(reproduce, "execute", lambda *a, **k: executed.append(a))
@@ -181,14 +209,46 @@ def called(monkeypatch) -> dict:
 
 
 def test_cli_passes_layout_seeds_and_training_options(called):
-    assert cli.main(["reproduce", "--profile", "smoke", "--data", "/d", "--seeds", "0", "1", "2",
-                     "--train-split", "train_split_v3.txt", "--test-split", "test_split_v3.txt",
-                     "--train-dir", "tr", "--test-dir", "te", "--val-fraction", "0.1",
-                     "--class-weight", "balanced", "--pooled-budget", "matched"]) == 0
+    assert (
+        cli.main(
+            [
+                "reproduce",
+                "--profile",
+                "smoke",
+                "--data",
+                "/d",
+                "--seeds",
+                "0",
+                "1",
+                "2",
+                "--train-split",
+                "train_split_v3.txt",
+                "--test-split",
+                "test_split_v3.txt",
+                "--train-dir",
+                "tr",
+                "--test-dir",
+                "te",
+                "--val-fraction",
+                "0.1",
+                "--class-weight",
+                "balanced",
+                "--pooled-budget",
+                "matched",
+            ]
+        )
+        == 0
+    )
     assert called["seeds"] == [0, 1, 2]
-    assert called["overrides"] == {"train_split": "train_split_v3.txt", "test_split": "test_split_v3.txt",
-                                   "train_dir": "tr", "test_dir": "te", "val_fraction": 0.1,
-                                   "class_weight": "balanced", "pooled_budget": "matched"}
+    assert called["overrides"] == {
+        "train_split": "train_split_v3.txt",
+        "test_split": "test_split_v3.txt",
+        "train_dir": "tr",
+        "test_dir": "te",
+        "val_fraction": 0.1,
+        "class_weight": "balanced",
+        "pooled_budget": "matched",
+    }
     assert (called["runs_dir"], called["figures_dir"], called["reports_dir"]) == (None, None, None)
 
 
@@ -208,9 +268,24 @@ def test_the_mismatch_sentence_reaches_the_command_line(tmp_path, monkeypatch, c
     data = reproduce.data_set(cfg)
     run = tmp_path / "runs" / "smoke" / data.tag / "resnet18-central-seed0"
     fake_run(run, {**reproduce.wanted_config(cfg, data), "pooled_budget": "matched"})
-    code = cli.main(["reproduce", "--profile", "smoke", "--data", str(root), "--models", "resnet18",
-                     "--modes", "central", "--train-split", "train_split_v3.txt", "--test-split",
-                     "test_split_v3.txt", "--quiet"])
+    code = cli.main(
+        [
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--data",
+            str(root),
+            "--models",
+            "resnet18",
+            "--modes",
+            "central",
+            "--train-split",
+            "train_split_v3.txt",
+            "--test-split",
+            "test_split_v3.txt",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"fedlib: error: {Path('runs/smoke') / data.tag / 'resnet18-central-seed0'} was trained")

@@ -29,14 +29,18 @@ def test_check_one_dataset_refuses_two_fingerprints(tmp_path):
     write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), fingerprint="aaaa")
     write_run(tmp_path, "resnet18", "central", 0, test=diagonal((4, 4, 4)), fingerprint="bbbb")
     runs = results.find_runs(tmp_path)
-    with pytest.raises(UserError, match=r"differ in data_fingerprint \('aaaa' vs 'bbbb'\)|"
-                                        r"differ in data_fingerprint \('bbbb' vs 'aaaa'\)"):
+    with pytest.raises(
+        UserError,
+        match=r"differ in data_fingerprint \('aaaa' vs 'bbbb'\)|"
+        r"differ in data_fingerprint \('bbbb' vs 'aaaa'\)",
+    ):
         results.check_one_dataset(runs)
     results.check_one_dataset([runs[0]])  # one run is one data set
 
 
-@pytest.mark.parametrize("key, a, b", [("image_size", 32, 64), ("profile", "smoke", "quick"),
-                                       ("test_subset", None, 100)])
+@pytest.mark.parametrize(
+    "key, a, b", [("image_size", 32, 64), ("profile", "smoke", "quick"), ("test_subset", None, 100)]
+)
 def test_check_one_dataset_refuses_other_sizes_profiles_and_test_sets(tmp_path, key, a, b):
     write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), **{key: a})
     write_run(tmp_path, "resnet18", "fedavg", 1, test=diagonal((4, 4, 4)), **{key: b})
@@ -66,8 +70,17 @@ def test_last_evals_accuracy_skips_rows_without_an_evaluation(tmp_path):
 
 
 def test_run_metrics_reads_test_not_train_and_flags_chance(tmp_path):
-    run = results.load_run(write_run(tmp_path, "resnet18", "fedavg", 0, test=MAJORITY, train=diagonal((8, 2, 6)),
-                                     rows=history([1.0, 0.5], 32, [0.5, 0.75])))
+    run = results.load_run(
+        write_run(
+            tmp_path,
+            "resnet18",
+            "fedavg",
+            0,
+            test=MAJORITY,
+            train=diagonal((8, 2, 6)),
+            rows=history([1.0, 0.5], 32, [0.5, 0.75]),
+        )
+    )
     m = results.run_metrics(run)
     assert m["test_accuracy"] == pytest.approx(20 / 24)
     assert m["test_balanced_accuracy"] == pytest.approx(1 / 3)
@@ -96,13 +109,18 @@ def test_sample_passes_fall_back_to_final_json_without_history(tmp_path):
     assert results.sample_passes(results.load_run(path)) == 480
 
 
-@pytest.mark.parametrize("config, rule", [
-    ({"pooled_budget": "paper", "rounds": 100, "local_epochs": 3}, "paper (R x E = 300 epochs)"),
-    # max(int(0.4 x 5), 1) = 2 of 5 clients a round: ceil(100 x 3 x 2 / 5) = 120 epochs
-    ({"pooled_budget": "matched", "rounds": 100, "local_epochs": 3, "clients": 5, "fraction": 0.4},
-     "matched (FedAvg's sample passes: R x E x C = 120 epochs)"),
-    ({"pooled_budget": "paper", "central_epochs": 8}, "fixed (8 epochs, central_epochs)"),
-])
+@pytest.mark.parametrize(
+    "config, rule",
+    [
+        ({"pooled_budget": "paper", "rounds": 100, "local_epochs": 3}, "paper (R x E = 300 epochs)"),
+        # max(int(0.4 x 5), 1) = 2 of 5 clients a round: ceil(100 x 3 x 2 / 5) = 120 epochs
+        (
+            {"pooled_budget": "matched", "rounds": 100, "local_epochs": 3, "clients": 5, "fraction": 0.4},
+            "matched (FedAvg's sample passes: R x E x C = 120 epochs)",
+        ),
+        ({"pooled_budget": "paper", "central_epochs": 8}, "fixed (8 epochs, central_epochs)"),
+    ],
+)
 def test_pooled_budget_rule_says_how_many_epochs(config, rule):
     assert results.pooled_budget_rule(config) == rule
 
@@ -115,17 +133,16 @@ def test_load_run_reads_clients_csv_long_format_and_an_empty_table_without_it(tm
     assert results.load_run(path).clients.empty  # pooled runs and older runs have none
     (path / "clients.csv").write_text(
         "round,attempt,client,status,reason,num_examples,train_loss,epsilon\n"
-        "1,1,0,used,,16,0.9,1.5\n1,1,2,dropped,raised RuntimeError,16,,\n1,2,1,used,,16,0.8,1.5\n")
+        "1,1,0,used,,16,0.9,1.5\n1,1,2,dropped,raised RuntimeError,16,,\n1,2,1,used,,16,0.8,1.5\n"
+    )
     clients = results.load_run(path).clients
-    assert list(clients.columns[:7]) == ["round", "attempt", "client", "status", "reason", "num_examples",
-                                         "train_loss"]
+    assert list(clients.columns[:7]) == ["round", "attempt", "client", "status", "reason", "num_examples", "train_loss"]
     assert clients.groupby("status")["client"].apply(list).to_dict() == {"dropped": [2], "used": [0, 1]}
     assert clients["epsilon"].dropna().tolist() == [1.5, 1.5]
 
 
 def test_load_run_opens_an_unfinished_run_only_when_asked(tmp_path):
-    path = write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)),
-                     rows=history([1.0], 32))
+    path = write_run(tmp_path, "resnet18", "fedavg", 0, test=diagonal((4, 4, 4)), rows=history([1.0], 32))
     (path / "final.json").unlink()  # still training after round 1
     with pytest.raises(UserError, match="no finished run .*train it first"):
         results.load_run(path)

@@ -27,8 +27,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def siblings(run_dir: Path) -> list[str]:
     """Anything fedlib left beside the run folder, apart from its lock file."""
-    return sorted(p.name for p in run_dir.parent.iterdir() if p.name.startswith(f".{run_dir.name}.")
-                  and not p.name.endswith(".lock"))
+    return sorted(
+        p.name
+        for p in run_dir.parent.iterdir()
+        if p.name.startswith(f".{run_dir.name}.") and not p.name.endswith(".lock")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def argv(data_config, out, *extra) -> list[str]:
 
 # ---------------------------------------------------------------- what --overwrite may replace
 
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(data_config, tmp_path, capsys):
     folder = write_covidx(tmp_path / "covidx", [("p1", "a.png", "normal", "s")], [("p2", "b.png", "normal", "s")])
     before = snapshot(folder)
@@ -64,13 +68,17 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(data_config, tmp_path, cap
 
 
 def test_out_may_not_hold_the_data_being_read(tmp_path, capsys):
-    root = write_covidx(tmp_path / "d" / "covidx", [(f"p{i}", f"a{i}.png", "normal", "s") for i in range(4)],
-                        [("q", "b.png", "normal", "s")])
+    root = write_covidx(
+        tmp_path / "d" / "covidx",
+        [(f"p{i}", f"a{i}.png", "normal", "s") for i in range(4)],
+        [("q", "b.png", "normal", "s")],
+    )
     runs.atomic_write_text(tmp_path / "d" / runs.MARKER, "looks like a run\n")  # even then
     before = snapshot(root)
     for out in (root, tmp_path / "d"):
-        assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--overwrite",
-                     "--quiet"]) == 2
+        assert (
+            main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--overwrite", "--quiet"]) == 2
+        )
         assert "holds the data this run reads" in capsys.readouterr().err
     assert snapshot(root) == before
 
@@ -93,6 +101,7 @@ def test_an_older_run_without_marker_can_still_be_replaced(data_config, earlier)
 
 # ---------------------------------------------------------------- replacing is a transaction
 
+
 def test_a_replacement_failing_in_its_first_round_leaves_the_earlier_run(data_config, earlier, capsys):
     before = snapshot(earlier)
     bad = argv(data_config, earlier, "--overwrite", "--inject-failures", "1", "--round-retries", "0")
@@ -111,8 +120,12 @@ def test_a_finished_replacement_takes_the_place_of_the_earlier_run(data_config, 
 
 
 def _train_process(data_config, out, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fedlib.cli", *argv(data_config, out, *extra)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedlib.cli", *argv(data_config, out, *extra)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("kill_at", ["config written", "first checkpoint", "second round written"])
@@ -154,15 +167,25 @@ def test_recover_completes_or_undoes_a_swap_cut_between_its_renames(tmp_path, fi
 
 # ---------------------------------------------------------------- one process at a time
 
+
 def test_a_second_process_on_the_same_run_is_refused(data_config, tmp_path, capsys):
     out = tmp_path / "r"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys
         from fedlib import runs
         with runs.locked({str(out)!r}):
             print("locked", flush=True)
             sys.stdin.read()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(argv(data_config, out)) == 2
@@ -176,6 +199,7 @@ def test_a_second_process_on_the_same_run_is_refused(data_config, tmp_path, caps
 
 
 # ---------------------------------------------------------------- --resume
+
 
 def test_resume_applies_more_rounds_and_refuses_other_changes(data_config, tmp_path, capsys):
     out = tmp_path / "r"
@@ -199,13 +223,20 @@ def test_resume_cannot_extend_a_finished_run_or_cut_below_what_is_done(data_conf
     assert "has done 2 rounds already" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda p: p.write_text("{not json"), "config.json is damaged"),
-    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "amp": "no"})),
-     "config field amp must be true or false or null, got 'no'"),
-    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "learning_rate": 1})),
-     "unknown key(s) learning_rate"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda p: p.write_text("{not json"), "config.json is damaged"),
+        (
+            lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "amp": "no"})),
+            "config field amp must be true or false or null, got 'no'",
+        ),
+        (
+            lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "learning_rate": 1})),
+            "unknown key(s) learning_rate",
+        ),
+    ],
+)
 def test_resume_after_config_json_was_damaged_or_edited(data_config, tmp_path, capsys, damage, words):
     out = tmp_path / "r"
     assert main(argv(data_config, out, "--rounds", "1")) == 0
@@ -233,34 +264,58 @@ def test_a_moved_data_set_resumes_when_its_fingerprint_is_the_same(tmp_path):
     rows = [(f"p{i}", f"a{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], "s") for i in range(9)]
     root = write_covidx(tmp_path / "covidx", rows, rows[:3])
     out = tmp_path / "r"
-    assert main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--quiet", "--rounds", "1"]) == 0
+    assert (
+        main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--quiet", "--rounds", "1"]) == 0
+    )
     (out / "final.json").unlink()
     moved = shutil.move(root, tmp_path / "elsewhere")
-    assert main(["train", "--profile", "smoke", "--data", str(moved), "--out", str(out), "--quiet", "--resume",
-                 "--rounds", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--profile",
+                "smoke",
+                "--data",
+                str(moved),
+                "--out",
+                str(out),
+                "--quiet",
+                "--resume",
+                "--rounds",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["data"] == str(Path(moved).resolve())
 
 
 # ---------------------------------------------------------------- config types, one place
 
-@pytest.mark.parametrize("text, words", [
-    ('amp: "no"\n', "config field amp must be true or false or null, got 'no'"),
-    ("seed: abc\n", "config field seed must be an integer, got 'abc'"),
-    ("data: 5\n", "config field data must be text, got 5"),
-    ("rounds: 2.5\n", "config field rounds must be an integer, got 2.5"),
-])
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('amp: "no"\n', "config field amp must be true or false or null, got 'no'"),
+        ("seed: abc\n", "config field seed must be an integer, got 'abc'"),
+        ("data: 5\n", "config field data must be text, got 5"),
+        ("rounds: 2.5\n", "config field rounds must be an integer, got 2.5"),
+    ],
+)
 def test_config_fields_of_the_wrong_type_are_named(tmp_path, capsys, text, words):
     (tmp_path / "c.yaml").write_text(text)
-    assert main(["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out",
-                 str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
+    )
     err = capsys.readouterr().err
     assert words in err and "\n" not in err.strip()
 
 
 def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     (tmp_path / "c.yaml").write_bytes(b"rounds: 2 \xff\xfe\n")
-    assert main(["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out",
-                 str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
+    )
     assert "is not UTF-8 text" in capsys.readouterr().err
 
 
@@ -270,6 +325,7 @@ def test_every_profile_resolves_with_fields_of_their_declared_type():
 
 
 # ---------------------------------------------------------------- failures while writing
+
 
 def test_disk_full_during_a_replacement_is_one_line_and_loses_nothing(data_config, earlier, monkeypatch, capsys):
     before = snapshot(earlier)

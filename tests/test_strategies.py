@@ -36,8 +36,15 @@ def script(seed: int = 0) -> tuple[dict[str, np.ndarray], list[list[tuple[dict[s
     rounds = []
     for k in CLIENTS_PER_ROUND:
         drift = {key: 0.05 * rng.standard_normal(s) for key, s in SHAPES.items()}
-        rounds.append([({key: (drift[key] + 0.1 * rng.standard_normal(s)).astype(np.float32)
-                         for key, s in SHAPES.items()}, int(rng.integers(10, 500))) for _ in range(k)])
+        rounds.append(
+            [
+                (
+                    {key: (drift[key] + 0.1 * rng.standard_normal(s)).astype(np.float32) for key, s in SHAPES.items()},
+                    int(rng.integers(10, 500)),
+                )
+                for _ in range(k)
+            ]
+        )
     return init, rounds
 
 
@@ -49,9 +56,18 @@ def run_legacy_api(make_strategy, init, rounds) -> list[dict[str, torch.Tensor]]
     strategy = make_strategy(ndarrays_to_parameters(current))
     out = []
     for server_round, clients in enumerate(rounds, 1):
-        results = [(None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters([c + delta[k] for c, k in
-                                                                              zip(current, SHAPES, strict=True)]),
-                                 n, {})) for delta, n in clients]  # the aggregation never reads the client proxy
+        results = [
+            (
+                None,
+                FitRes(
+                    Status(Code.OK, ""),
+                    ndarrays_to_parameters([c + delta[k] for c, k in zip(current, SHAPES, strict=True)]),
+                    n,
+                    {},
+                ),
+            )
+            for delta, n in clients
+        ]  # the aggregation never reads the client proxy
         parameters, _ = strategy.aggregate_fit(server_round, results, [])
         current = parameters_to_ndarrays(parameters)
         out.append({k: torch.from_numpy(a.copy()) for k, a in zip(SHAPES, current, strict=True)})
@@ -76,11 +92,17 @@ def run_ours(strategy, init, rounds, start: int = 0, global_state=None) -> list[
 # defaults differ (1e-9 for FedAdam and FedAdagrad), so its settings are spelled out.
 CASES = {
     "fedavgm": (("fedavgm", {}), "FedAvgM", {"server_momentum": 0.9}),
-    "fedavgm-lr0.5-nomomentum": (("fedavgm", {"server_lr": 0.5, "server_momentum": 0.0}), "FedAvgM",
-                                 {"server_learning_rate": 0.5, "server_momentum": 0.0}),
+    "fedavgm-lr0.5-nomomentum": (
+        ("fedavgm", {"server_lr": 0.5, "server_momentum": 0.0}),
+        "FedAvgM",
+        {"server_learning_rate": 0.5, "server_momentum": 0.0},
+    ),
     "fedadam": (("fedadam", {}), "FedAdam", {}),
-    "fedadam-custom": (("fedadam", {"server_lr": 0.03, "beta1": 0.5, "beta2": 0.9, "tau": 1e-2}), "FedAdam",
-                       {"eta": 0.03, "beta_1": 0.5, "beta_2": 0.9, "tau": 1e-2}),
+    "fedadam-custom": (
+        ("fedadam", {"server_lr": 0.03, "beta1": 0.5, "beta2": 0.9, "tau": 1e-2}),
+        "FedAdam",
+        {"eta": 0.03, "beta_1": 0.5, "beta_2": 0.9, "tau": 1e-2},
+    ),
     "fedyogi": (("fedyogi", {}), "FedYogi", {}),
     "fedadagrad": (("fedadagrad", {}), "FedAdagrad", {}),
     "median": (("median", {}), "FedMedian", {}),
@@ -97,8 +119,9 @@ def assert_same_rounds(ours, theirs, init):
     for r, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         for key in SHAPES:
             assert a[key].dtype == torch.float32
-            torch.testing.assert_close(a[key], b[key].to(torch.float32),
-                                       msg=lambda m, r=r, key=key: f"round {r}, {key}: {m}")
+            torch.testing.assert_close(
+                a[key], b[key].to(torch.float32), msg=lambda m, r=r, key=key: f"round {r}, {key}: {m}"
+            )
             assert not torch.allclose(a[key], previous[key])  # the model moved
         previous = a
 
@@ -123,8 +146,12 @@ def test_defaults_are_flowers():
         return inspect.signature(cls).parameters[arg].default
 
     ours = inspect.signature(build).parameters
-    assert DEFAULT_SERVER_LR == {"fedavgm": default(FedAvgM, "server_learning_rate"), "fedadam": default(FedAdam, "eta"),
-                                 "fedyogi": default(FedYogi, "eta"), "fedadagrad": default(FedAdagrad, "eta")}
+    assert DEFAULT_SERVER_LR == {
+        "fedavgm": default(FedAvgM, "server_learning_rate"),
+        "fedadam": default(FedAdam, "eta"),
+        "fedyogi": default(FedYogi, "eta"),
+        "fedadagrad": default(FedAdagrad, "eta"),
+    }
     for cls in (FedAdam, FedYogi):
         assert (ours["beta1"].default, ours["beta2"].default) == (default(cls, "beta_1"), default(cls, "beta_2"))
         assert ours["tau"].default == default(cls, "tau")
@@ -135,8 +162,14 @@ def test_defaults_are_flowers():
 
 def _states(seed=0, count=4):
     gen = torch.Generator().manual_seed(seed)
-    return [{"w": torch.randn(3, 2, generator=gen), "b": torch.randn(2, generator=gen),
-             "bn.num_batches_tracked": torch.tensor(10 + 3 * i)} for i in range(count)]
+    return [
+        {
+            "w": torch.randn(3, 2, generator=gen),
+            "b": torch.randn(2, generator=gen),
+            "bn.num_batches_tracked": torch.tensor(10 + 3 * i),
+        }
+        for i in range(count)
+    ]
 
 
 def run_ours_once(strategy, states, counts, global_state=None, round_idx=0):
@@ -267,8 +300,13 @@ def test_norm_keys_of_resnet18():
     state = model.state_dict()
     assert keys <= set(state)
     assert {k for k in state if k.endswith("running_mean")} <= keys
-    assert {"bn1.weight", "bn1.bias", "bn1.running_var", "bn1.num_batches_tracked",
-            "layer2.0.downsample.1.running_mean"} <= keys
+    assert {
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+        "layer2.0.downsample.1.running_mean",
+    } <= keys
     assert not {k for k in keys if "conv" in k or k.startswith("fc") or k == "layer2.0.downsample.0.weight"}
 
 
@@ -279,10 +317,12 @@ def test_norm_keys_of_group_and_layer_norm():
 
 # ---------------------------------------------------------------- FedProx (client side)
 
+
 def _tiny_model(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
 
 
 def _train(mu=None, seed=0):
@@ -292,8 +332,20 @@ def _train(mu=None, seed=0):
     model = _tiny_model(seed)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     extra = {} if mu is None else {"proximal_mu": mu}
-    res = local_train(model, images, labels, np.arange(24), epochs=3, batch_size=8, lr=0.05, weight_decay=0.0,
-                      image_size=16, seed=1, hw=pick_hardware("cpu", None, None), **extra)
+    res = local_train(
+        model,
+        images,
+        labels,
+        np.arange(24),
+        epochs=3,
+        batch_size=8,
+        lr=0.05,
+        weight_decay=0.0,
+        image_size=16,
+        seed=1,
+        hw=pick_hardware("cpu", None, None),
+        **extra,
+    )
     return start, model.state_dict(), res.loss
 
 
@@ -339,6 +391,18 @@ def test_proximal_term_gradient():
 
 def test_fedprox_with_dp_is_refused():
     with pytest.raises(ValueError, match="DP-SGD"):
-        local_train(_tiny_model(), np.zeros((2, 16, 16, 3), np.uint8), np.zeros(2, int), np.arange(2), epochs=1,
-                    batch_size=2, lr=0.1, weight_decay=0.0, image_size=16, seed=0, hw=pick_hardware("cpu"),
-                    dp=object(), proximal_mu=0.1)
+        local_train(
+            _tiny_model(),
+            np.zeros((2, 16, 16, 3), np.uint8),
+            np.zeros(2, int),
+            np.arange(2),
+            epochs=1,
+            batch_size=2,
+            lr=0.1,
+            weight_decay=0.0,
+            image_size=16,
+            seed=0,
+            hw=pick_hardware("cpu"),
+            dp=object(),
+            proximal_mu=0.1,
+        )

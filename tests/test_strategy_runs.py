@@ -76,15 +76,18 @@ def test_fedbn_keeps_each_hospitals_norm_layers_and_evaluates_with_them(data_dir
     assert final["test"]["accuracy"] == pytest.approx(mean)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(strategy="median"), "median of 2 client"),
-    (dict(strategy="trimmed_mean", clients=4, fraction=1.0), "it is the plain mean"),
-    (dict(strategy="fedadam", mode="central"), "needs --mode fedavg"),
-    (dict(strategy="fedavg", server_lr=0.1), "has no server learning rate"),
-    (dict(strategy="fedprox", dp_noise_multiplier=1.0), "fedprox with differential privacy"),
-    (dict(strategy="fedbn", engine="flower-sim", secagg=True), "--secagg shows the server only the sum"),
-    (dict(strategy="fedyogi", beta2=1.0), "beta1 and beta2 must be in"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(strategy="median"), "median of 2 client"),
+        (dict(strategy="trimmed_mean", clients=4, fraction=1.0), "it is the plain mean"),
+        (dict(strategy="fedadam", mode="central"), "needs --mode fedavg"),
+        (dict(strategy="fedavg", server_lr=0.1), "has no server learning rate"),
+        (dict(strategy="fedprox", dp_noise_multiplier=1.0), "fedprox with differential privacy"),
+        (dict(strategy="fedbn", engine="flower-sim", secagg=True), "--secagg shows the server only the sum"),
+        (dict(strategy="fedyogi", beta2=1.0), "beta1 and beta2 must be in"),
+    ],
+)
 def test_strategy_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(UserError, match=message):
         config.resolve("smoke", **{"clients": 3, "fraction": 0.67, **overrides})

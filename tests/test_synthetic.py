@@ -77,15 +77,12 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path):
     a, c = files(tmp_path / "a"), files(tmp_path / "c")
     assert a.keys() == c.keys()
     assert (
-        a[Path("train") / rows(tmp_path / "a", "train")[0][1]]
-        != c[Path("train") / rows(tmp_path / "c", "train")[0][1]]
+        a[Path("train") / rows(tmp_path / "a", "train")[0][1]] != c[Path("train") / rows(tmp_path / "c", "train")[0][1]]
     )
 
 
 def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
-    cfg = SynthConfig(
-        n_train=60, n_test=4, size=32, seed=1, sources=2
-    )  # 64 images: the pool threshold
+    cfg = SynthConfig(n_train=60, n_test=4, size=32, seed=1, sources=2)  # 64 images: the pool threshold
     write_synthetic(tmp_path / "one", cfg, progress=False, workers=1)
     write_synthetic(tmp_path / "two", cfg, progress=False, workers=2)
 
@@ -144,8 +141,18 @@ def test_sources_differ_in_class_mix(tiny):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("n_train", 0), ("n_test", 0), ("size", 16), ("sources", 0), ("class_mix", "skewed"),
-     ("n_train", 300_001), ("n_test", True), ("size", 2049), ("size", 64.0), ("sources", 512)],
+    [
+        ("n_train", 0),
+        ("n_test", 0),
+        ("size", 16),
+        ("sources", 0),
+        ("class_mix", "skewed"),
+        ("n_train", 300_001),
+        ("n_test", True),
+        ("size", 2049),
+        ("size", 64.0),
+        ("sources", 512),
+    ],
 )
 def test_bad_arguments_raise_user_error_naming_the_parameter(tmp_path, field, value):
     cfg = SynthConfig(**{**TINY.__dict__, field: value})
@@ -160,8 +167,10 @@ def test_the_bounds_are_in_the_message_and_inclusive(tmp_path):
     with pytest.raises(UserError) as err:
         write_synthetic(tmp_path / "x", SynthConfig(**{**TINY.__dict__, "size": 4096}), progress=False)
 
-    assert str(err.value) == ("size must be an integer from 32 to 2048 (got 4096); lungs vanish below 32 px, "
-                              "and 2048 is a real detector's resolution.")
+    assert str(err.value) == (
+        "size must be an integer from 32 to 2048 (got 4096); lungs vanish below 32 px, "
+        "and 2048 is a real detector's resolution."
+    )
     write_synthetic(tmp_path / "y", SynthConfig(n_train=1, n_test=1, size=32, sources=511), progress=False)
     assert len(rows(tmp_path / "y", "train")) == 1
 
@@ -170,8 +179,10 @@ def test_synth_cli_refuses_a_huge_size_in_one_line(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--size", "100000", "--quiet"]) == 2
 
     err = capsys.readouterr().err
-    assert err == "fedlib: error: size must be an integer from 32 to 2048 (got 100000); lungs vanish below 32 px, " \
-                  "and 2048 is a real detector's resolution.\n"
+    assert (
+        err == "fedlib: error: size must be an integer from 32 to 2048 (got 100000); lungs vanish below 32 px, "
+        "and 2048 is a real detector's resolution.\n"
+    )
     assert not (tmp_path / "s").exists()
 
 

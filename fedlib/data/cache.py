@@ -162,8 +162,10 @@ def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, 
 
 
 def _worker_died(proc, out_path: Path) -> RuntimeError:
-    return RuntimeError(f"an image decoding worker ended unexpectedly (exit code {proc.wait()}) while building "
-                        f"{out_path}; its error, if any, is above")
+    return RuntimeError(
+        f"an image decoding worker ended unexpectedly (exit code {proc.wait()}) while building "
+        f"{out_path}; its error, if any, is above"
+    )
 
 
 # A worker's whole program: the parent's import path, then ``_serve``.
@@ -185,7 +187,9 @@ def _start_worker(out_path: Path, size: int):
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER, json.dumps(sys.path), str(theirs.fileno()), str(out_path), str(size)],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, process_group=0,
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            process_group=0,
         )
     except BaseException:
         ours.close()
@@ -228,7 +232,9 @@ def _labels(records: list[Record]) -> np.ndarray:
     return np.array([r.label for r in records], dtype=np.int64)
 
 
-def decode_split(root, split: str, image_size: int, layout: Layout = _LAYOUT) -> tuple[np.ndarray, np.ndarray, list[Record]]:
+def decode_split(
+    root, split: str, image_size: int, layout: Layout = _LAYOUT
+) -> tuple[np.ndarray, np.ndarray, list[Record]]:
     """Like ``load_split_arrays`` but decodes every image now, into memory (tests, benchmarks)."""
     size = cache_size(image_size)
     records, image_dir = read_split(root, split, layout)

@@ -192,8 +192,7 @@ def _unknown_label(path: Path, number: int, columns: list[str]) -> None:
             "supported, rename the file and its line."
         )
     raise UserError(
-        f"{path} line {number}: unknown label {columns[2]!r}; valid labels are "
-        f"{', '.join(CLASSES)} (any case)."
+        f"{path} line {number}: unknown label {columns[2]!r}; valid labels are {', '.join(CLASSES)} (any case)."
     )
 
 
@@ -216,7 +215,9 @@ def _decode(path) -> Image.Image:
     if not path.is_file():
         raise UserError(f"Image file {path} does not exist; check the split file and the image folder.")
     if path.stat().st_size == 0:
-        raise UserError(f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file.")
+        raise UserError(
+            f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file."
+        )
     try:
         with warnings.catch_warnings():
             # PIL warns above ~89 megapixels; such images are refused below anyway
@@ -306,7 +307,9 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     field = f"{split}_dir"
     image_dir = root / getattr(layout, field)
     if not image_dir.is_dir():
-        raise UserError(f"Image folder {image_dir} does not exist; set Layout.{field} (CLI --{field.replace('_', '-')}) to the folder holding the {split} images.")
+        raise UserError(
+            f"Image folder {image_dir} does not exist; set Layout.{field} (CLI --{field.replace('_', '-')}) to the folder holding the {split} images."
+        )
     is_link = _listing(image_dir)
     inside = (root.resolve(), image_dir.resolve())
     for r in records:
@@ -367,17 +370,21 @@ def summarize(root, layout: Layout = Layout()) -> dict:
         summary[split] = counts
         summary["sources"][split] = dict(sorted(Counter(r.source for r in records).items()))
         summary["repeated"][split] = {
-            "lines": repeats.lines, "images": len(repeats.names),
-            "other_patient_id": repeats.other_patient, "first": list(repeats.names[:_SHOWN]),
+            "lines": repeats.lines,
+            "images": len(repeats.names),
+            "other_patient_id": repeats.other_patient,
+            "first": list(repeats.names[:_SHOWN]),
         }
-    return {"train": summary["train"], "test": summary["test"], "sources": summary["sources"],
-            "repeated": summary["repeated"]}
+    return {
+        "train": summary["train"],
+        "test": summary["test"],
+        "sources": summary["sources"],
+        "repeated": summary["repeated"],
+    }
 
 
 def patient_overlap(root, layout: Layout = Layout()) -> list[str]:
     """Sorted patient ids that appear in both splits: a train/test leak worth a warning."""
     root = _check_root(root)
-    train, test = (
-        {r.patient_id for r in read_split_file(_split_file(root, split, layout))[0]} for split in SPLITS
-    )
+    train, test = ({r.patient_id for r in read_split_file(_split_file(root, split, layout))[0]} for split in SPLITS)
     return sorted(train & test)

@@ -43,8 +43,12 @@ class Dataset:
 
 def synth_config(cfg) -> SynthConfig:
     return SynthConfig(
-        n_train=cfg.synth_n_train, n_test=cfg.synth_n_test, size=cfg.synth_size,
-        seed=cfg.synth_seed, sources=cfg.synth_sources, class_mix=cfg.synth_class_mix,
+        n_train=cfg.synth_n_train,
+        n_test=cfg.synth_n_test,
+        size=cfg.synth_size,
+        seed=cfg.synth_seed,
+        sources=cfg.synth_sources,
+        class_mix=cfg.synth_class_mix,
     )
 
 
@@ -76,7 +80,12 @@ def load_dataset(cfg, progress: bool = True) -> Dataset:
     train = load_split_arrays(root, "train", cfg.image_size, layout=layout, progress=progress)
     test = load_split_arrays(root, "test", cfg.image_size, layout=layout, progress=progress)
     return Dataset(
-        root=root, synthetic=is_synthetic(root),
-        train_images=train[0], train_labels=train[1], train_records=train[2],
-        test_images=test[0], test_labels=test[1], test_records=test[2],
+        root=root,
+        synthetic=is_synthetic(root),
+        train_images=train[0],
+        train_labels=train[1],
+        train_records=train[2],
+        test_images=test[0],
+        test_labels=test[1],
+        test_records=test[2],
     )

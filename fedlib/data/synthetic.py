@@ -130,9 +130,7 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
                 by = cy + rng.uniform(-0.35, 0.4) * h
                 r = (0.09 + 0.13 * severity) * rng.uniform(0.8, 1.2)
                 wobble = 0.15 * _smooth_noise(rng, size, 6)
-                rad = _blob(
-                    x, y, bx, by, r * rng.uniform(0.8, 1.3), r, rng.uniform(0, np.pi), wobble
-                )
+                rad = _blob(x, y, bx, by, r * rng.uniform(0.8, 1.3), r, rng.uniform(0, np.pi), wobble)
                 prof = _sigmoid((1.0 - rad) / 0.08)  # fairly sharp edge: consolidation
                 contrast = (0.18 + 0.24 * severity) * rng.uniform(0.85, 1.15)
                 density = np.maximum(density, contrast * prof)
@@ -173,15 +171,11 @@ def render(
     if label not in LABELS:
         raise UserError(f"label {label!r} is not one of {LABELS}; use one of those.")
     if not 0 <= source < n_sources:
-        raise UserError(
-            f"source {source} is outside 0..{n_sources - 1}; pass a valid source index."
-        )
+        raise UserError(f"source {source} is outside 0..{n_sources - 1}; pass a valid source index.")
     acq = _acquisition(source, n_sources)
 
     # Patient pose: source tilt plus a little per-image jitter, shift and zoom.
-    theta = float(
-        np.deg2rad(acq["tilt"] + rng.normal(0.0, 0.7))
-    )  # float: numpy scalars would make float64 arrays
+    theta = float(np.deg2rad(acq["tilt"] + rng.normal(0.0, 0.7)))  # float: numpy scalars would make float64 arrays
     zoom = rng.uniform(0.93, 1.05)
     g = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
     gx, gy = np.meshgrid(g, g)
@@ -200,11 +194,7 @@ def render(
 
     # Spine and mediastinum: a bright central column, vertebrae as faint bands.
     vert_phase = rng.uniform(0, 1)
-    dens += (
-        body
-        * np.exp(-((x / 0.075) ** 2))
-        * (0.16 + 0.03 * np.cos(2 * np.pi * (y / 0.11 + vert_phase)))
-    )
+    dens += body * np.exp(-((x / 0.075) ** 2)) * (0.16 + 0.03 * np.cos(2 * np.pi * (y / 0.11 + vert_phase)))
     dens += body * 0.08 * np.exp(-((x / 0.17) ** 2))
 
     # Lungs: two tall ellipses cut at the bottom by the diaphragm domes.
@@ -230,13 +220,8 @@ def render(
     dens += 0.10 * heart * body
 
     # Lung texture: vessels fan out from the hila, plus fine mottling.
-    hila = sum(
-        np.exp(-(((x - lung_geo[s][0] + s * 0.12) ** 2) / 0.03 + ((y - lung_cy) ** 2) / 0.06))
-        for s in (-1, 1)
-    )
-    texture = (
-        0.05 * hila + 0.015 * _smooth_noise(rng, size, 24) + 0.01 * _smooth_noise(rng, size, 8)
-    )
+    hila = sum(np.exp(-(((x - lung_geo[s][0] + s * 0.12) ** 2) / 0.03 + ((y - lung_cy) ** 2) / 0.06)) for s in (-1, 1))
+    texture = 0.05 * hila + 0.015 * _smooth_noise(rng, size, 24) + 0.01 * _smooth_noise(rng, size, 8)
     dens -= air * (0.40 - texture)
 
     # Ribs: posterior ribs arc down laterally, anterior ribs slope down medially.
@@ -247,18 +232,12 @@ def render(
     spacing = rng.uniform(0.15, 0.19)
     post = (y + 0.10 * ax - 0.55 * ax**2) / spacing + rng.uniform(0, 1)
     ant = (y + 0.45 * ax) / (spacing * 1.3) + rng.uniform(0, 1)
-    ribs = ((1 + np.cos(2 * np.pi * post)) / 2) ** 6 + 0.3 * (
-        (1 + np.cos(2 * np.pi * ant)) / 2
-    ) ** 8
+    ribs = ((1 + np.cos(2 * np.pi * post)) / 2) ** 6 + 0.3 * ((1 + np.cos(2 * np.pi * ant)) / 2) ** 8
     dens += 0.10 * ribs * cage * (1.0 - 0.6 * heart)
 
     # Clavicles: bright bars rising laterally from the top of the sternum.
     clav_y = lung_cy - 0.55 - 0.12 * ax + rng.uniform(-0.03, 0.03)
-    clav = (
-        np.exp(-(((y - clav_y) / 0.035) ** 2))
-        * _sigmoid((ax - 0.08) / 0.02)
-        * _sigmoid((0.62 - ax) / 0.03)
-    )
+    clav = np.exp(-(((y - clav_y) / 0.035) ** 2)) * _sigmoid((ax - 0.08) / 0.02) * _sigmoid((0.62 - ax) / 0.03)
     dens += 0.12 * clav * body
 
     lesion_density, lesion_region = _lesions(label, rng, x, y, lung_geo, size)
@@ -295,11 +274,11 @@ def _check(cfg: SynthConfig) -> None:
     for name in ("n_train", "n_test"):
         _check_int(name, getattr(cfg, name), 1, MAX_IMAGES, "ask for at least one image, and at most ten times COVIDx")
     _check_int("size", cfg.size, *SIZE_RANGE, "lungs vanish below 32 px, and 2048 is a real detector's resolution")
-    _check_int("sources", cfg.sources, 1, MAX_SOURCES, "use 1 for a single hospital (the corner marker encodes at most 511)")
+    _check_int(
+        "sources", cfg.sources, 1, MAX_SOURCES, "use 1 for a single hospital (the corner marker encodes at most 511)"
+    )
     if cfg.class_mix not in CLASS_MIXES:
-        raise UserError(
-            f"class_mix {cfg.class_mix!r} is unknown; use one of {sorted(CLASS_MIXES)}."
-        )
+        raise UserError(f"class_mix {cfg.class_mix!r} is unknown; use one of {sorted(CLASS_MIXES)}.")
     if not cfg.source_skew > 0:
         raise UserError(f"source_skew must be positive (got {cfg.source_skew}); try 2.0.")
 
@@ -334,12 +313,7 @@ def source_class_shares(cfg: SynthConfig) -> np.ndarray:
 def _plan(cfg: SynthConfig, split: int, n: int) -> list[tuple[str, int]]:
     """(label, source) for each image of one split, in a shuffled order."""
     counts = _apportion(source_class_shares(cfg), n)
-    items = [
-        (LABELS[c], s)
-        for s in range(cfg.sources)
-        for c in range(len(LABELS))
-        for _ in range(counts[s, c])
-    ]
+    items = [(LABELS[c], s) for s in range(cfg.sources) for c in range(len(LABELS)) for _ in range(counts[s, c])]
     order = np.random.default_rng([cfg.seed, split, 0x0DE]).permutation(n)
     return [items[i] for i in order]
 
@@ -370,36 +344,27 @@ def write_synthetic(
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; pass a folder path.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(
-            f"output {out} exists and is not empty; pass overwrite=True or choose another folder."
-        )
+        raise UserError(f"output {out} exists and is not empty; pass overwrite=True or choose another folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         jobs, summary = [], {"root": str(out), "counts": {}, "by_source": {}}
         first_id = 0  # patient ids run on across splits, so none is shared by train and test
-        for split_code, (split, n) in enumerate(
-            zip(SPLITS, (cfg.n_train, cfg.n_test), strict=True)
-        ):
+        for split_code, (split, n) in enumerate(zip(SPLITS, (cfg.n_train, cfg.n_test), strict=True)):
             (tmp / split).mkdir()
             (tmp / "masks" / split).mkdir(parents=True)
             lines = []
             for i, (label, source) in enumerate(_plan(cfg, split_code, n)):
                 pid = f"synth-{first_id + i:06d}"
                 lines.append(f"{pid} {pid}.png {label} site-{_source_letter(source)}\n")
-                jobs.append(
-                    (tmp, split, i, f"{pid}.png", label, source, cfg.seed, cfg.size, cfg.sources)
-                )
+                jobs.append((tmp, split, i, f"{pid}.png", label, source, cfg.seed, cfg.size, cfg.sources))
             first_id += n
             (tmp / f"{split}_split.txt").write_text("".join(lines))
-            summary["counts"][split] = {
-                lab: sum(ln.split()[2] == lab for ln in lines) for lab in LABELS
-            }
+            summary["counts"][split] = {lab: sum(ln.split()[2] == lab for ln in lines) for lab in LABELS}
             summary["by_source"][split] = {
                 f"site-{_source_letter(s)}": {
-                    lab: sum(ln.split()[2:] == [lab, f"site-{_source_letter(s)}"] for ln in lines)
-                    for lab in LABELS
+                    lab: sum(ln.split()[2:] == [lab, f"site-{_source_letter(s)}"] for ln in lines) for lab in LABELS
                 }
                 for s in range(cfg.sources)
             }
@@ -425,9 +390,7 @@ def write_synthetic(
             "counts": summary["counts"],
         }
         (tmp / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
-        os.chmod(
-            tmp, 0o755
-        )  # mkdtemp makes it owner-only; a data folder should read like any other
+        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a data folder should read like any other
         if out.exists():  # empty, or overwrite=True: move the old one aside before swapping in
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "data")
@@ -477,7 +440,5 @@ def load_mask(root: str | Path, split: str, filename: str) -> np.ndarray:
     """Lesion mask as bool HxW; only synthetic folders have masks."""
     path = mask_path(root, split, filename)
     if not path.is_file():
-        raise UserError(
-            f"no lesion mask at {path}; masks exist only for folders made by write_synthetic."
-        )
+        raise UserError(f"no lesion mask at {path}; masks exist only for folders made by write_synthetic.")
     return np.asarray(Image.open(path).convert("L")) > 127

@@ -67,13 +67,14 @@ def train(msg: Message, context: Context) -> Message:
     state, cfg, round_idx, attempt, client_id = read_train_request(msg.content)
     try:
         if site_id(context.node_config)[0] != client_id:
-            raise UserError(f"this SuperNode serves client {site_id(context.node_config)[0]}, "
-                            f"not client {client_id}")
-        exp, indices, model = load_site(json.dumps(config.to_dict(cfg)),
-                                    json.dumps(dict(context.node_config), sort_keys=True))
+            raise UserError(f"this SuperNode serves client {site_id(context.node_config)[0]}, not client {client_id}")
+        exp, indices, model = load_site(
+            json.dumps(config.to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True)
+        )
         model.load_state_dict(state)
-        update, _ = client.fit(model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw,
-                               round_idx, client_id, attempt)
+        update, _ = client.fit(
+            model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw, round_idx, client_id, attempt
+        )
     except Exception as exc:
         log(ERROR, "client %d failed in round %d", client_id, round_idx + 1, exc_info=exc)
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, failure_reason(exc)), reply_to=msg)
@@ -90,6 +91,7 @@ def failure_reason(exc: Exception) -> str:
 
 
 # ---- the server -------------------------------------------------------------------------------
+
 
 def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.2) -> list[Message]:
     """Send ``messages`` and collect their replies until all are in or ``timeout`` s passed.
@@ -113,8 +115,10 @@ def discover(grid: Grid, num_clients: int, wait: float = NODE_WAIT) -> dict[int,
     deadline = time.monotonic() + wait
     while len(nodes := list(grid.get_node_ids())) < num_clients:
         if time.monotonic() > deadline:
-            raise UserError(f"only {len(nodes)} of {num_clients} SuperNodes connected within {wait:g} s; "
-                            f"start one per client with --node-config 'partition-id=0..{num_clients - 1}'.")
+            raise UserError(
+                f"only {len(nodes)} of {num_clients} SuperNodes connected within {wait:g} s; "
+                f"start one per client with --node-config 'partition-id=0..{num_clients - 1}'."
+            )
         time.sleep(0.5)
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in nodes]
     sites: dict[int, int] = {}
@@ -124,11 +128,15 @@ def discover(grid: Grid, num_clients: int, wait: float = NODE_WAIT) -> dict[int,
             raise UserError(f"SuperNode {node} did not say which client it serves ({reply.error.reason}).")
         client_id, parts = read_site(reply.content)
         if parts is not None and parts != num_clients:
-            raise UserError(f"SuperNode {node} has num-partitions={parts} but the run has {num_clients} "
-                            "clients; give every SuperNode num-partitions=K.")
+            raise UserError(
+                f"SuperNode {node} has num-partitions={parts} but the run has {num_clients} "
+                "clients; give every SuperNode num-partitions=K."
+            )
         if not 0 <= client_id < num_clients or client_id in sites:
-            raise UserError(f"SuperNode {node} says partition-id={client_id}, which is out of range or "
-                            f"taken; give the SuperNodes the ids 0 to {num_clients - 1}, once each.")
+            raise UserError(
+                f"SuperNode {node} says partition-id={client_id}, which is out of range or "
+                f"taken; give the SuperNodes the ids 0 to {num_clients - 1}, once each."
+            )
         sites[client_id] = node
     missing = sorted(set(range(num_clients)) - set(sites))
     if missing:
@@ -152,12 +160,21 @@ class FlowerClients:
 
     def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
         shared = ArrayRecord(global_state)  # FedBN: a record per client, with its own layers
-        messages = [Message(train_request(ArrayRecord(start_state(global_state, local_states, c))
-                                          if (local_states or {}).get(c) else shared,
-                                          self.cfg, round_idx, attempt, c), self.nodes[c],
-                            MessageType.TRAIN) for c in clients]
-        replies = {self.clients[m.metadata.src_node_id]: m
-                   for m in exchange(self.grid, messages, self.timeout)}
+        messages = [
+            Message(
+                train_request(
+                    ArrayRecord(start_state(global_state, local_states, c)) if (local_states or {}).get(c) else shared,
+                    self.cfg,
+                    round_idx,
+                    attempt,
+                    c,
+                ),
+                self.nodes[c],
+                MessageType.TRAIN,
+            )
+            for c in clients
+        ]
+        replies = {self.clients[m.metadata.src_node_id]: m for m in exchange(self.grid, messages, self.timeout)}
         for c in clients:
             yield self._result(c, replies.get(c))
 
@@ -172,8 +189,9 @@ class FlowerClients:
             return ClientResult(c, None, f"malformed reply ({type(exc).__name__}: {exc})")
 
 
-def serve(grid: Grid, context: Context, cfg: TrainConfig, out: str | Path, *, resume: bool, overwrite: bool,
-          progress: bool) -> dict:
+def serve(
+    grid: Grid, context: Context, cfg: TrainConfig, out: str | Path, *, resume: bool, overwrite: bool, progress: bool
+) -> dict:
     """fedlib's FedAvg server on Flower's grid; writes the run directory as in-process."""
 
     def pool(exp: experiment.Experiment):
@@ -195,8 +213,10 @@ def run_config_train(run_config) -> tuple[TrainConfig, Path, bool, bool]:
     cfg = config.resolve(values.pop("profile", "quick"), **values)
     out = Path(str(run_config["run-dir"]))
     if not out.is_absolute():
-        raise UserError(f"run-dir {str(out)!r} is not an absolute path; give the run directory on the "
-                        "SuperLink's machine as an absolute path.")
+        raise UserError(
+            f"run-dir {str(out)!r} is not an absolute path; give the run directory on the "
+            "SuperLink's machine as an absolute path."
+        )
     return cfg, out, bool(run_config["resume"]), bool(run_config["overwrite"])
 
 

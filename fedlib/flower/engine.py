@@ -31,29 +31,49 @@ from .local import CONNECTION, LocalFederation, flower_env, write_connection
 APP_DIR = Path(__file__).parent / "app"  # the Flower App (pyproject.toml) that `flwr run` submits
 
 
-def run_flower(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-               progress: bool = True, superlink: str | None = None, root_certificates: str | None = None,
-               timeout: float | None = None) -> dict:
+def run_flower(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    superlink: str | None = None,
+    root_certificates: str | None = None,
+    timeout: float | None = None,
+) -> dict:
     """Train ``cfg`` (engine flower-sim or flower) into ``out``; returns final.json's content.
 
     ``superlink`` (HOST:PORT) and ``root_certificates`` (a CA file for TLS; without
     it the connection is insecure) are for ``flower``; ``timeout`` bounds its wait.
     """
     if cfg.keep_optimizer_state:
-        raise UserError(f"--keep-optimizer-state is not supported with --engine {cfg.engine} (the quick "
-                        "profile turns it on for ResNeXt-50); pass --no-keep-optimizer-state or use "
-                        "--engine inprocess.")
+        raise UserError(
+            f"--keep-optimizer-state is not supported with --engine {cfg.engine} (the quick "
+            "profile turns it on for ResNeXt-50); pass --no-keep-optimizer-state or use "
+            "--engine inprocess."
+        )
     out = Path(out).resolve()
     runs.check_target(out, resume=resume, overwrite=overwrite)
     cfg = config.absolute_paths(cfg)
     if cfg.engine == "flower-sim":
         simulate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     elif superlink is None:
-        raise UserError("--engine flower needs --superlink HOST:PORT of a running SuperLink; "
-                        "try `fedlib flower-local` for one on this machine.")
+        raise UserError(
+            "--engine flower needs --superlink HOST:PORT of a running SuperLink; "
+            "try `fedlib flower-local` for one on this machine."
+        )
     else:
-        submit(cfg, out, superlink, root_certificates=root_certificates, resume=resume,
-               overwrite=overwrite, progress=progress, timeout=timeout)
+        submit(
+            cfg,
+            out,
+            superlink,
+            root_certificates=root_certificates,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            timeout=timeout,
+        )
     return runs.read_json(out / "final.json")
 
 
@@ -83,13 +103,13 @@ def simulate(cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool, prog
     # One actor with every core trains the clients in turn, as in-process does.
     gpus = 1.0 if cfg.device != "cpu" and _cuda() else 0.0
     cpus = os.cpu_count() or 1
-    backend = {"client_resources": {"num_cpus": cpus, "num_gpus": gpus},
-               "init_args": {"num_cpus": cpus, "num_gpus": int(gpus), "logging_level": "error",
-                             "log_to_driver": progress}}
+    backend = {
+        "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
+        "init_args": {"num_cpus": cpus, "num_gpus": int(gpus), "logging_level": "error", "log_to_driver": progress},
+    }
     pythonpath = os.environ.get("PYTHONPATH")  # Flower's Ray backend overwrites it
     try:
-        run_simulation(server_app, client_app, num_supernodes=sites, backend_config=backend,
-                       verbose_logging=False)
+        run_simulation(server_app, client_app, num_supernodes=sites, backend_config=backend, verbose_logging=False)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -105,8 +125,17 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def submit(cfg: TrainConfig, out: Path, superlink: str, *, root_certificates: str | None, resume: bool,
-           overwrite: bool, progress: bool, timeout: float | None) -> None:
+def submit(
+    cfg: TrainConfig,
+    out: Path,
+    superlink: str,
+    *,
+    root_certificates: str | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    timeout: float | None,
+) -> None:
     """``flwr run`` of fedlib's Flower App on the SuperLink at ``superlink``; waits for the end."""
     from .apps import ERROR_MARK
 
@@ -114,10 +143,25 @@ def submit(cfg: TrainConfig, out: Path, superlink: str, *, root_certificates: st
         home = Path(tmp) / "flwr-home"
         write_connection(home, superlink, root_certificates)
         run_config = Path(tmp) / "run-config.toml"
-        run_config.write_text(tomli_w.dumps({"train-config": json.dumps(config.to_dict(cfg)),
-                                             "run-dir": str(out), "resume": resume, "overwrite": overwrite}))
-        command = [str(Path(sys.executable).parent / "flwr"), "run", str(APP_DIR), CONNECTION,
-                   "--run-config", str(run_config), "--stream"]
+        run_config.write_text(
+            tomli_w.dumps(
+                {
+                    "train-config": json.dumps(config.to_dict(cfg)),
+                    "run-dir": str(out),
+                    "resume": resume,
+                    "overwrite": overwrite,
+                }
+            )
+        )
+        command = [
+            str(Path(sys.executable).parent / "flwr"),
+            "run",
+            str(APP_DIR),
+            CONNECTION,
+            "--run-config",
+            str(run_config),
+            "--stream",
+        ]
         code, tail, timed_out = _follow(command, flower_env(home), progress, timeout)
     errors = [line.split(ERROR_MARK, 1)[1].strip() for line in tail if ERROR_MARK in line]
     if errors:
@@ -125,14 +169,17 @@ def submit(cfg: TrainConfig, out: Path, superlink: str, *, root_certificates: st
     if timed_out:
         raise UserError(f"the Flower run did not finish within {timeout:g} s; `flwr stop` it on the SuperLink.")
     if not (out / "final.json").exists():
-        raise UserError(f"the Flower run ended (flwr exit code {code}) without writing {out / 'final.json'}; "
-                        f"its log ends with: {' | '.join(line.strip() for line in tail[-5:])}")
+        raise UserError(
+            f"the Flower run ended (flwr exit code {code}) without writing {out / 'final.json'}; "
+            f"its log ends with: {' | '.join(line.strip() for line in tail[-5:])}"
+        )
 
 
 def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) -> tuple[int, list[str], bool]:
     """Run ``command``, echoing its output if asked; (exit code, last lines, timed out)."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+    )
     expired = threading.Event()
 
     def expire() -> None:
@@ -158,8 +205,16 @@ def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) ->
     return proc.returncode, list(tail), expired.is_set()
 
 
-def run_local(cfg: TrainConfig, out: str | Path | None, *, keep_up: bool = False, workdir: str | Path | None = None,
-              resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict | None:
+def run_local(
+    cfg: TrainConfig,
+    out: str | Path | None,
+    *,
+    keep_up: bool = False,
+    workdir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict | None:
     """``fedlib flower-local``: a SuperLink and one SuperNode per client on loopback; runs
     ``cfg`` on them into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
     cfg = config.replace(config.absolute_paths(cfg), engine="flower")
@@ -172,8 +227,9 @@ def run_local(cfg: TrainConfig, out: str | Path | None, *, keep_up: bool = False
             final = None
         else:
             try:
-                final = run_flower(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
-                                   superlink=fed.address)
+                final = run_flower(
+                    cfg, out, resume=resume, overwrite=overwrite, progress=progress, superlink=fed.address
+                )
             except UserError as exc:
                 raise UserError(f"{exc} (Flower logs: {workdir / 'logs'})") from None
     if own:
@@ -182,11 +238,14 @@ def run_local(cfg: TrainConfig, out: str | Path | None, *, keep_up: bool = False
 
 
 def _serve_until_interrupted(fed: LocalFederation, cfg: TrainConfig, sites: int) -> None:
-    print(f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
-          f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
-          f"  fedlib train --engine flower --superlink {fed.address} --profile {cfg.profile} "
-          f"--clients {cfg.clients} --out runs/flower-demo\n"
-          "Ctrl-C stops the SuperLink and the SuperNodes.", flush=True)
+    print(
+        f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
+        f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
+        f"  fedlib train --engine flower --superlink {fed.address} --profile {cfg.profile} "
+        f"--clients {cfg.clients} --out runs/flower-demo\n"
+        "Ctrl-C stops the SuperLink and the SuperNodes.",
+        flush=True,
+    )
     try:
         while True:
             fed.check_alive()

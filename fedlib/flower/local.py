@@ -71,10 +71,10 @@ def flower_env(home: Path, tag: str | None = None) -> dict[str, str]:
 def write_connection(home: Path, address: str, root_certificates: str | None = None) -> None:
     """FLWR_HOME/config.toml naming the SuperLink that `flwr run ... fedlib` talks to."""
     home.mkdir(parents=True, exist_ok=True)
-    security = (f'root-certificates = "{Path(root_certificates).resolve()}"' if root_certificates
-                else "insecure = true")
+    security = f'root-certificates = "{Path(root_certificates).resolve()}"' if root_certificates else "insecure = true"
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}\n')
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}\n'
+    )
 
 
 def tagged(tag: str) -> list[psutil.Process]:
@@ -113,24 +113,40 @@ class LocalFederation:
 
     def start(self) -> None:
         write_connection(self.home, self.address)
-        self._spawn("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port",
-                    str(self.port), "--disable-runtime-dependency-installation")
+        self._spawn(
+            "superlink",
+            "flower-superlink",
+            "--insecure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+        )
         self._wait_listening()
         for i in range(self.supernodes):
-            command = ([sys.executable, "-m", MODULE, "supernode"] if self.warm else ["flower-supernode"])
-            self._spawn(f"supernode-{i}", *command, "--insecure", "--superlink", self.address,
-                        "--port", str(free_port()),
-                        "--node-config", f"partition-id={i} num-partitions={self.supernodes}")
+            command = [sys.executable, "-m", MODULE, "supernode"] if self.warm else ["flower-supernode"]
+            self._spawn(
+                f"supernode-{i}",
+                *command,
+                "--insecure",
+                "--superlink",
+                self.address,
+                "--port",
+                str(free_port()),
+                "--node-config",
+                f"partition-id={i} num-partitions={self.supernodes}",
+            )
 
     def _spawn(self, name: str, *command: str) -> subprocess.Popen:
-        log = (self.workdir / "logs" / f"{name}.log")
+        log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = flower_env(self.home, self.tag)
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL)
         with open(log, "wb") as fh:
-            self.procs[name] = subprocess.Popen(command, env=env, stdout=fh,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                command, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         return self.procs[name]
 
     def _wait_listening(self) -> None:
@@ -141,15 +157,18 @@ class LocalFederation:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.2)
-        raise UserError(f"the SuperLink did not listen on {self.address} within {self.start_timeout:g} s; "
-                        f"see {self.workdir / 'logs' / 'superlink.log'}.")
+        raise UserError(
+            f"the SuperLink did not listen on {self.address} within {self.start_timeout:g} s; "
+            f"see {self.workdir / 'logs' / 'superlink.log'}."
+        )
 
     def check_alive(self) -> None:
         """Raise if a SuperLink or SuperNode has exited (it should run until ``stop``)."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise UserError(f"the {name} exited with code {proc.returncode}; "
-                                f"see {self.workdir / 'logs' / (name + '.log')}.")
+                raise UserError(
+                    f"the {name} exited with code {proc.returncode}; see {self.workdir / 'logs' / (name + '.log')}."
+                )
 
     def stop(self, grace: float = 10.0) -> None:
         """End every process of this federation: terminate, wait ``grace`` s, then kill."""
@@ -177,6 +196,7 @@ def _signal(proc: psutil.Process, send) -> None:
 
 
 # ---- the warm SuperNode and ClientApp executor (``python -m fedlib.flower.local ...``) -----------
+
 
 def _fast_sleep(seconds: float = POLL) -> None:
     """Cut a SuperNode's idle waits: it sleeps 3 s when the SuperLink has no message for
@@ -211,12 +231,20 @@ def run_supernode(argv: list[str]) -> None:
     known.add_argument("--ssl-ca-certfile")  # the Runtime API's TLS, as Flower's own SuperExec gets it
     args, _ = known.parse_known_args(argv)
     if args.isolation not in (None, "process"):
-        sys.exit("python -m fedlib.flower.local supernode runs its own ClientApp executor; "
-                 "leave out --isolation.")
+        sys.exit("python -m fedlib.flower.local supernode runs its own ClientApp executor; leave out --isolation.")
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     tls = ["--root-certificates", args.ssl_ca_certfile] if args.ssl_ca_certfile else ["--insecure"]
-    executor = [sys.executable, "-m", MODULE, "clientapp-executor", *tls,
-                "--runtime-api-address", f"{host}:{args.port}", "--parent-pid", str(os.getpid())]
+    executor = [
+        sys.executable,
+        "-m",
+        MODULE,
+        "clientapp-executor",
+        *tls,
+        "--runtime-api-address",
+        f"{host}:{args.port}",
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     subprocess.Popen(executor, stdin=subprocess.DEVNULL)  # noqa: S603 -- reaped by init if we die first
     _fast_sleep()
     sys.argv = ["flower-supernode", *argv, *([] if args.isolation else ["--isolation", "process"])]
@@ -242,9 +270,13 @@ def run_clientapp_executor(argv: list[str]) -> None:
 
     executor = ForkExecutor()
     superexec.get_executor = lambda *a, **k: executor
-    superexec.run_superexec(runtime_api_address=args.runtime_api_address, insecure=args.insecure,
-                            root_certificates_path=args.root_certificates, parent_pid=args.parent_pid,
-                            runtime_dependency_install=False)
+    superexec.run_superexec(
+        runtime_api_address=args.runtime_api_address,
+        insecure=args.insecure,
+        root_certificates_path=args.root_certificates,
+        parent_pid=args.parent_pid,
+        runtime_dependency_install=False,
+    )
 
 
 class ForkExecutor:
@@ -303,10 +335,14 @@ def _clientapp_child(spec) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-        run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token, insecure=spec.insecure,
-                      certificates=validate_and_resolve_root_certificates(spec.root_certificates_path,
-                                                                          spec.insecure),
-                      parent_pid=spec.parent_pid, runtime_dependency_install=spec.runtime_dependency_install)
+        run_clientapp(
+            runtime_api_address=spec.runtime_api_address,
+            token=spec.token,
+            insecure=spec.insecure,
+            certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
+            parent_pid=spec.parent_pid,
+            runtime_dependency_install=spec.runtime_dependency_install,
+        )
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

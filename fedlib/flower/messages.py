@@ -27,11 +27,11 @@ SITE = "site"  # reply to the discovery query: which fedlib client a node serves
 NUM_EXAMPLES, TRAIN_LOSS = "num-examples", "train-loss"
 
 
-def train_request(arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt: int,
-                  client: int) -> RecordDict:
+def train_request(arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt: int, client: int) -> RecordDict:
     """The global state and everything a site needs to train it as the in-process engine would."""
-    task = ConfigRecord({"round": round_idx, "attempt": attempt, "client": client,
-                         "train-config": json.dumps(to_dict(cfg))})
+    task = ConfigRecord(
+        {"round": round_idx, "attempt": attempt, "client": client, "train-config": json.dumps(to_dict(cfg))}
+    )
     return RecordDict({ARRAYS: arrays, TASK: task})
 
 
@@ -48,8 +48,13 @@ def update_reply(update: Update) -> RecordDict:
     reserved = {NUM_EXAMPLES, TRAIN_LOSS} & set(update.metrics)
     if reserved:
         raise ValueError(f"metric name(s) {', '.join(sorted(reserved))} are reserved")
-    metrics = MetricRecord({NUM_EXAMPLES: int(update.num_examples), TRAIN_LOSS: float(update.loss),
-                            **{k: float(v) for k, v in update.metrics.items()}})
+    metrics = MetricRecord(
+        {
+            NUM_EXAMPLES: int(update.num_examples),
+            TRAIN_LOSS: float(update.loss),
+            **{k: float(v) for k, v in update.metrics.items()},
+        }
+    )
     return RecordDict({ARRAYS: ArrayRecord(update.state), METRICS: metrics})
 
 

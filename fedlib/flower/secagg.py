@@ -71,6 +71,7 @@ def to_state(arrays: list[np.ndarray], like: dict[str, torch.Tensor]) -> dict[st
 
 # ---- the site ---------------------------------------------------------------------------------
 
+
 def _train(msg: Message, context: Context) -> Message:
     """One local update, in the legacy FitIns/FitRes form that ``secaggplus_mod`` masks."""
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
@@ -79,10 +80,15 @@ def _train(msg: Message, context: Context) -> Message:
     round_idx, attempt, client_id = int(task["round"]), int(task["attempt"]), int(task["client"])
     exp, indices, model = load_site(json.dumps(to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True))
     model.load_state_dict(to_state(parameters_to_ndarrays(fitins.parameters), model.state_dict()))
-    update, _ = client.fit(model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw,
-                           round_idx, client_id, attempt)
-    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(to_arrays(update.state)), update.num_examples,
-                    {"train-loss": float(update.loss)})
+    update, _ = client.fit(
+        model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw, round_idx, client_id, attempt
+    )
+    fitres = FitRes(
+        Status(Code.OK, ""),
+        ndarrays_to_parameters(to_arrays(update.state)),
+        update.num_examples,
+        {"train-loss": float(update.loss)},
+    )
     return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
 
@@ -95,6 +101,7 @@ def route(msg: Message, context: Context, call_next) -> Message:
 
 
 # ---- the server -------------------------------------------------------------------------------
+
 
 class _OneRound(Strategy):
     """A Strategy with nothing to decide: fedlib sampled the sites; keep what SecAgg+ returns."""
@@ -135,14 +142,24 @@ class SecAggClients:
             raise ValueError("SecAgg+ sums whole models; FedBN's per-client layers cannot be masked together")
         params = ndarrays_to_parameters(to_arrays(global_state))
         task = {"round": round_idx, "attempt": attempt, "train-config": json.dumps(to_dict(self.cfg))}
-        strategy = _OneRound([(GridClientProxy(self.nodes[c], self.grid, self.context.run_id),
-                               FitIns(params, {**task, "client": c})) for c in clients])
+        strategy = _OneRound(
+            [
+                (GridClientProxy(self.nodes[c], self.grid, self.context.run_id), FitIns(params, {**task, "client": c}))
+                for c in clients
+            ]
+        )
         legacy = LegacyContext(self.context, ServerConfig(num_rounds=1), strategy, SimpleClientManager())
         legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: round_idx + 1})
         legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(params, keep_input=True)
         # Every sampled site holds a share of every other's key; 2/3 of them rebuild a dropped one's.
-        SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.67, max_weight=self.max_weight,
-                           clipping_range=CLIP, quantization_range=QUANT, timeout=self.timeout)(self.grid, legacy)
+        SecAggPlusWorkflow(
+            num_shares=1.0,
+            reconstruction_threshold=0.67,
+            max_weight=self.max_weight,
+            clipping_range=CLIP,
+            quantization_range=QUANT,
+            timeout=self.timeout,
+        )(self.grid, legacy)
         members = sorted(self.clients[proxy.node_id] for proxy, _ in strategy.results)
         for c in clients:
             if c not in members:
@@ -153,6 +170,8 @@ class SecAggClients:
         losses = [float(res.metrics["train-loss"]) for _, res in strategy.results]
         state = to_state(parameters_to_ndarrays(strategy.results[0][1].parameters), global_state)
         update = Update(state, sum(counts), float(np.dot(counts, losses) / sum(counts)))
-        each = sorted((self.clients[proxy.node_id], res.num_examples, float(res.metrics["train-loss"]))
-                      for proxy, res in strategy.results)
+        each = sorted(
+            (self.clients[proxy.node_id], res.num_examples, float(res.metrics["train-loss"]))
+            for proxy, res in strategy.results
+        )
         yield ClientResult(members[0], update, members=each)

@@ -18,8 +18,10 @@ from ..errors import UserError
 def site_id(node_config) -> tuple[int, int | None]:
     """(fedlib client id, number of partitions or None) from a SuperNode's node config."""
     if "partition-id" not in node_config:
-        raise UserError("the SuperNode's --node-config has no partition-id; give each site "
-                        "partition-id=<its client number, 0 to K-1>.")
+        raise UserError(
+            "the SuperNode's --node-config has no partition-id; give each site "
+            "partition-id=<its client number, 0 to K-1>."
+        )
     parts = node_config.get("num-partitions") if "data-dir" not in node_config else None
     return int(node_config["partition-id"]), None if parts is None else int(parts)
 
@@ -33,8 +35,10 @@ def load_site(train_config: str, node_config: str) -> tuple[experiment.Experimen
         cfg = config.replace(cfg, data=str(nodes["data-dir"]), clients=1, partition="iid", subset=None)
         client_id = 0
     elif parts is not None and parts != cfg.clients:
-        raise UserError(f"this SuperNode has num-partitions={parts} but the run has {cfg.clients} "
-                        "clients; start one SuperNode per client.")
+        raise UserError(
+            f"this SuperNode has num-partitions={parts} but the run has {cfg.clients} "
+            "clients; start one SuperNode per client."
+        )
     # The run directory is the server's; a site writes nothing.
     exp = experiment.setup(cfg, Path("."), progress=False)
     return exp, exp.parts[client_id], exp.new_model()

@@ -75,9 +75,7 @@ class PEPXStage(nn.Module):
             PEPX(in_channels if i == 0 else out_channels, out_channels) for i in range(num_blocks)
         )
         count = num_blocks if shortcuts else 0
-        self.shortcuts = nn.ModuleList(
-            nn.Conv2d(in_channels, out_channels, 1) for _ in range(count)
-        )
+        self.shortcuts = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 1) for _ in range(count))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = self.blocks[0](x)

@@ -92,8 +92,11 @@ def cam_candidates(name: str) -> list[str]:
     if name == "mobilenet_v2":
         with torch.device("meta"):
             features = build_model(name).features
-        return [f"features.{p}" if p else "features" for p, m in features.named_modules()
-                if isinstance(m, Conv2dNormActivation)]
+        return [
+            f"features.{p}" if p else "features"
+            for p, m in features.named_modules()
+            if isinstance(m, Conv2dNormActivation)
+        ]
     return ["features.3", "features.5", "features.7", "features.9"]  # covidnet_small / _large
 
 
@@ -110,8 +113,12 @@ def cam_grids(name: str, image_size: int) -> tuple[tuple[str, tuple[int, int]], 
     grids: dict[str, tuple[int, int]] = {}
     with torch.device("meta"):
         model = build_model(name).eval()
-        hooks = [model.get_submodule(p).register_forward_hook(
-                 lambda _m, _i, out, p=p: grids.__setitem__(p, tuple(out.shape[-2:]))) for p in paths]
+        hooks = [
+            model.get_submodule(p).register_forward_hook(
+                lambda _m, _i, out, p=p: grids.__setitem__(p, tuple(out.shape[-2:]))
+            )
+            for p in paths
+        ]
         try:
             with torch.no_grad():
                 model(torch.zeros(1, 3, image_size, image_size))

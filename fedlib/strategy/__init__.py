@@ -19,12 +19,35 @@ NAMES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fe
 # Flower's defaults (flwr 1.42: FedAvgM server_learning_rate, FedAdam / FedYogi / FedAdagrad eta).
 DEFAULT_SERVER_LR = {"fedavgm": 1.0, "fedadam": 0.1, "fedyogi": 0.01, "fedadagrad": 0.1}
 
-__all__ = ["DEFAULT_SERVER_LR", "NAMES", "FedAdagrad", "FedAdam", "FedAvgM", "FedBN", "FedProx", "FedYogi",
-           "Median", "ServerOptimizer", "Strategy", "TrimmedMean", "build", "norm_keys"]
+__all__ = [
+    "DEFAULT_SERVER_LR",
+    "NAMES",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvgM",
+    "FedBN",
+    "FedProx",
+    "FedYogi",
+    "Median",
+    "ServerOptimizer",
+    "Strategy",
+    "TrimmedMean",
+    "build",
+    "norm_keys",
+]
 
 
-def build(name: str, *, server_lr: float | None = None, server_momentum: float = 0.9, beta1: float = 0.9,
-          beta2: float = 0.99, tau: float = 1e-3, trim_fraction: float = 0.2, proximal_mu: float = 0.01) -> Strategy:
+def build(
+    name: str,
+    *,
+    server_lr: float | None = None,
+    server_momentum: float = 0.9,
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    tau: float = 1e-3,
+    trim_fraction: float = 0.2,
+    proximal_mu: float = 0.01,
+) -> Strategy:
     """The strategy ``name`` (one of NAMES). Only the arguments of that strategy are read and
     checked: ``server_lr`` (None: DEFAULT_SERVER_LR; refused where there is no server
     optimizer), ``server_momentum`` (FedAvgM), ``beta1``/``beta2`` (FedAdam, FedYogi),

@@ -39,8 +39,9 @@ class Strategy:
         """Why ``per_round`` clients a round make this strategy meaningless, or None."""
         return None
 
-    def server_step(self, global_state: Mapping[str, torch.Tensor], aggregate: Mapping[str, torch.Tensor],
-                    round_idx: int) -> dict[str, torch.Tensor]:
+    def server_step(
+        self, global_state: Mapping[str, torch.Tensor], aggregate: Mapping[str, torch.Tensor], round_idx: int
+    ) -> dict[str, torch.Tensor]:
         """The next global model (``round_idx`` counts from 0) over the aggregate's keys, which must
         all be in ``global_state`` (entries the caller left out, e.g. FedBN's, are its own to keep).
         FedAvg takes the aggregate."""
@@ -105,10 +106,14 @@ class ServerOptimizer(Strategy):
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        return {"strategy": self.name,
-                **{slot: {k: v.clone() for k, v in self.state[slot].items()} for slot in self.slots}}
+        return {
+            "strategy": self.name,
+            **{slot: {k: v.clone() for k, v in self.state[slot].items()} for slot in self.slots},
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         super().load_state_dict(state)
-        self.state = {slot: {k: v.detach().to("cpu", torch.float64, copy=True) for k, v in state[slot].items()}
-                      for slot in self.slots}
+        self.state = {
+            slot: {k: v.detach().to("cpu", torch.float64, copy=True) for k, v in state[slot].items()}
+            for slot in self.slots
+        }

@@ -49,8 +49,9 @@ class FedOpt(ServerOptimizer):
         return self.server_lr
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(server_lr={self.server_lr}, beta1={self.beta1}, beta2={self.beta2}, "
-                f"tau={self.tau})")
+        return (
+            f"{type(self).__name__}(server_lr={self.server_lr}, beta1={self.beta1}, beta2={self.beta2}, tau={self.tau})"
+        )
 
 
 class FedAdagrad(FedOpt):

@@ -63,8 +63,10 @@ def trimmed_mean(stacked: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def _too_few(label: str, per_round: int) -> str | None:
     if per_round <= 2:
-        return (f"{label} of {per_round} client(s) a round is just their mean; sample at least 3 clients a round "
-                "(raise --fraction or --clients)")
+        return (
+            f"{label} of {per_round} client(s) a round is just their mean; sample at least 3 clients a round "
+            "(raise --fraction or --clients)"
+        )
     return None
 
 
@@ -107,10 +109,12 @@ class TrimmedMean(Strategy):
         if too_few or int(self.trim_fraction * per_round) >= 1:
             return too_few
         fraction = next(f / 1000 for f in range(1, 500) if int(f / 1000 * per_round) >= 1)
-        return (f"the trimmed mean cuts int({self.trim_fraction} * {per_round}) = 0 updates from each end with "
-                f"{per_round} clients a round, so it is the plain mean; sample at least {self.min_updates()} "
-                f"clients a round (raise --fraction or --clients) or raise --trim-fraction to {fraction:g} "
-                "(below 0.5)")
+        return (
+            f"the trimmed mean cuts int({self.trim_fraction} * {per_round}) = 0 updates from each end with "
+            f"{per_round} clients a round, so it is the plain mean; sample at least {self.min_updates()} "
+            f"clients a round (raise --fraction or --clients) or raise --trim-fraction to {fraction:g} "
+            "(below 0.5)"
+        )
 
     def __repr__(self) -> str:
         return f"TrimmedMean(trim_fraction={self.trim_fraction})"
