@@ -260,6 +260,7 @@ class Rounds:
         self.model = exp.new_model()
         self.strategy = strategy_of(cfg)
         self.local_keys = norm_keys(self.model) if self.strategy.keeps_norm_local else set()
+        self.param_keys = {name for name, _ in self.model.named_parameters()}
         self.local_states: dict[int, dict] = {}  # FedBN: each client's normalization layers
         opt_states: dict[int, dict] = {}
         self.spent: dict[int, float] = {}  # DP epsilon spent so far, per client
@@ -282,8 +283,13 @@ class Rounds:
         cfg = self.cfg
         global_state = cpu_state(self.model)
         res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state, self.local_states, self.local_keys)
-        shared = {k: v for k, v in global_state.items() if k not in self.local_keys}
-        self.model.load_state_dict({**global_state, **self.strategy.server_step(shared, res.aggregate, r)})
+        # The server's step moves trainable parameters only; buffers (BatchNorm's running
+        # statistics) take the aggregate: Adam-like sign steps drive a running variance negative.
+        stepped = [k for k in res.aggregate if k in self.param_keys]
+        step = self.strategy.server_step(
+            {k: global_state[k] for k in stepped}, {k: res.aggregate[k] for k in stepped}, r
+        )
+        self.model.load_state_dict({**global_state, **res.aggregate, **step})
         self.local_states.update(res.kept)
         if cfg.dp:
             _account(res.updates, self.dp_steps, self.spent, cfg, res.rows)

@@ -41,12 +41,16 @@ class Study:
     # Overrides of the profile for every run. Four hospitals (the synthetic set's four sources),
     # all of them in every round as in cross-silo federations; a round is one local epoch, so
     # R rounds make as many sample passes as R pooled epochs (pooled_budget "matched").
+    # At 32 px a ResNet18 step costs about what it costs at 64 px less a quarter (the weight
+    # gradients dominate), which keeps the committed single-seed grid within 20 CPU minutes.
     overrides: dict = field(
-        default_factory=lambda: dict(clients=4, fraction=1.0, rounds=10, local_epochs=1, image_size=48, eval_every=2)
+        default_factory=lambda: dict(clients=4, fraction=1.0, rounds=10, local_epochs=1, image_size=32, eval_every=2)
     )
-    # Per-method settings; FedAdam's server learning rate was chosen on the validation split.
+    jobs: int = 2  # runs trained at once, one CPU thread each (see train_all)
+    # Per-method settings, chosen on the validation split (benchmarks/study_validation.py, BENCHMARKS.md):
+    # FedAdam server lr 0.01 of {0.1, 0.01, 0.001}, FedProx mu 0.1 of {0.01, 0.1, 1}.
     method_settings: dict = field(
-        default_factory=lambda: {"fedprox": dict(proximal_mu=0.01), "fedadam": dict(server_lr=0.01)}
+        default_factory=lambda: {"fedprox": dict(proximal_mu=0.1), "fedadam": dict(server_lr=0.01)}
     )
 
 
@@ -87,14 +91,52 @@ def cells(study: Study) -> list[tuple[str, str, float | None, str, int]]:
 
 def run_study(study: Study, runs_dir: str | Path, *, force: bool = False, progress: bool = True) -> list[Path]:
     """Train (or reuse) every run of the grid into ``runs_dir``; returns their folders."""
+    todo = [
+        (run_config(study, partition, alpha, method, seed), Path(runs_dir) / name)
+        for name, partition, alpha, method, seed in cells(study)
+    ]
+    train_all(todo, study.jobs, force=force, progress=progress)
+    return [out for _, out in todo]
+
+
+def train_all(
+    todo: list[tuple[config.TrainConfig, Path]], jobs: int, *, force: bool = False, progress: bool = True
+) -> None:
+    """``reproduce.ensure_run`` of each (config, folder); ``jobs`` > 1 trains that many at once,
+    each in its own process on one CPU thread: on 2 cores two one-thread ResNet18 runs make
+    1.35x the steps per second of one two-thread run (BENCHMARKS.md). A run's result does not
+    depend on ``jobs``."""
+    from .data.resolve import load_dataset
     from .reproduce import ensure_run
 
-    done = []
-    for name, partition, alpha, method, seed in cells(study):
-        out = Path(runs_dir) / name
-        ensure_run(run_config(study, partition, alpha, method, seed), out, force=force, progress=progress)
-        done.append(out)
-    return done
+    load_dataset(todo[0][0], progress=progress)  # data and cache written once, before any worker reads them
+    if jobs <= 1:
+        for cfg, out in todo:
+            ensure_run(cfg, out, force=force, progress=progress)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        for line in pool.map(_ensure, *zip(*todo, strict=True), [force] * len(todo)):
+            print(line, flush=True)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _ensure(cfg: config.TrainConfig, out: Path, force: bool) -> str:
+    import contextlib
+    import io
+
+    from .reproduce import ensure_run
+
+    with contextlib.redirect_stdout(io.StringIO()):  # one line per run from the parent instead
+        final = ensure_run(cfg, out, force=force, progress=False)
+    return f"{out.name}: finished ({final['wall_time']:.0f} s of training)"
 
 
 def hospital_accuracies(final: dict, partition: str) -> list[float]:

@@ -207,3 +207,27 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
         ("2", "2", "dropped"),
     ]
     assert runs.read_history(out / "clients.csv")[-1]["reason"].startswith("timeout")
+
+
+def test_every_server_side_strategy_on_a_deployment_equals_inprocess(data_dir, tmp_path):
+    # FedProx (deployment) and FedBN (simulation) are tested above; the other strategies change only
+    # the server's step, which runs in the ServerApp: one round each, submitted to one federation.
+    base = smoke(data_dir, rounds=1, clients=3, fraction=1.0, client_timeout=60.0, trim_fraction=0.34)
+    strategies = ["fedavgm", "fedadam", "fedyogi", "fedadagrad", "median", "trimmed_mean"]
+    with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
+        for name in strategies:
+            cfg = config.replace(base, strategy=name)
+            run(cfg, tmp_path / f"{name}-inprocess", progress=False)
+            run_flower(
+                config.replace(cfg, engine="flower"),
+                tmp_path / f"{name}-flower",
+                progress=False,
+                superlink=fed.address,
+                timeout=DEADLINE,
+            )
+            assert_same_run(tmp_path / f"{name}-inprocess", tmp_path / f"{name}-flower")
+    assert tagged(fed.tag) == []
+    first = weights(tmp_path / "fedavgm-flower")
+    assert all(
+        any(not torch.equal(v, weights(tmp_path / f"{n}-flower")[k]) for k, v in first.items()) for n in strategies[1:]
+    )  # each strategy really changed the outcome
