@@ -14,6 +14,7 @@ import numpy as np
 from .errors import UserError
 
 PARTITIONS = ("iid", "dirichlet", "by_source", "quantity")
+MIN_CLIENT_IMAGES = 2  # fewest images a client can train on (BatchNorm normalises two or more)
 
 
 def _check_clients(n: int, num_clients: int) -> None:
@@ -37,7 +38,8 @@ def dirichlet(labels: Sequence[int], num_clients: int, alpha: float, seed: int) 
     """Label skew: each class is split across clients by proportions ~ Dir(alpha).
 
     Small alpha gives each client few classes; large alpha tends to IID. Draws are
-    repeated (from the same seeded stream) until every client holds an image.
+    repeated (from the same seeded stream) until every client holds ``MIN_CLIENT_IMAGES``
+    (NIID-Bench redraws the same way, to 10 images); a draw that met this was always kept.
     """
     labels = np.asarray(labels)
     _check_clients(labels.size, num_clients)
@@ -51,10 +53,10 @@ def dirichlet(labels: Sequence[int], num_clients: int, alpha: float, seed: int) 
             cuts = (np.cumsum(rng.dirichlet([alpha] * num_clients)) * idx.size).astype(int)[:-1]
             for k, chunk in enumerate(np.split(idx, cuts)):
                 parts[k].extend(chunk.tolist())
-        if all(parts):
+        if all(len(p) >= MIN_CLIENT_IMAGES for p in parts):
             return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
     raise UserError(
-        f"the dirichlet partition with alpha={alpha} left a client empty in 1000 draws; "
+        f"the dirichlet partition with alpha={alpha} left a client below {MIN_CLIENT_IMAGES} images in 1000 draws; "
         "raise --alpha or use fewer --clients."
     )
 
@@ -120,7 +122,7 @@ def holdout(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarr
     return np.setdiff1d(np.arange(labels.size), held_arr), held_arr
 
 
-def check_parts(parts: Sequence[np.ndarray], method: str, minimum: int = 2) -> None:
+def check_parts(parts: Sequence[np.ndarray], method: str, minimum: int = MIN_CLIENT_IMAGES) -> None:
     """Refuse a partition that leaves a client too few images to train on (BatchNorm needs
     two), with the table of client sizes, instead of failing every round silently."""
     small = [c for c, p in enumerate(parts) if len(p) < minimum]

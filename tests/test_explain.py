@@ -20,7 +20,7 @@ from fedlib.data.resolve import load_dataset
 from fedlib.data.synthetic import load_mask
 from fedlib.data.transforms import eval_batch
 from fedlib.errors import UserError
-from fedlib.experiment import run
+from fedlib.runner import train as run
 from fedlib.models import MODEL_NAMES, build_model, cam_layer
 from fedlib.models.registry import cam_candidates, cam_grids, pick_cam_layer
 from fedlib.results import run_name

@@ -67,3 +67,11 @@ def test_errors_name_the_culprit():
         partition("shards", [0, 1], ["a", "b"], 2, 0)
     with pytest.raises(UserError, match="--alpha must be positive"):
         dirichlet([0, 1, 2], 2, 0.0, 0)
+
+
+def test_dirichlet_redraws_until_every_client_can_train():
+    labels = np.repeat([0, 1, 2], 10)
+    for seed in range(20):
+        parts = dirichlet(labels, 4, 0.05, seed=seed)
+        assert min(len(p) for p in parts) >= 2, seed
+        assert sorted(np.concatenate(parts).tolist()) == list(range(30))
