@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one test process per core (pytest-xdist): one thread each, set before
+    # torch is imported and inherited by every process a test starts (SuperNodes, CLI runs).
+    # Two PyTorch processes with two threads each on two cores slow each other 5-10x.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 
 def make_image(mode: str = "L", size: tuple[int, int] = (40, 30), seed: int = 0) -> Image.Image:
