@@ -132,8 +132,12 @@ CATALOGUE = {
         "is not UTF-8 text",
     ),
     "partition leaving a client one image": (
-        lambda root, tmp: ["--partition", "dirichlet", "--alpha", "0.05", "--clients", "4"],
-        "with fewer than 2 images (images per client:",
+        lambda root, tmp: ["--partition", "iid", "--clients", "5"],
+        "the iid partition leaves client(s) 4 with fewer than 2 images (images per client:",
+    ),
+    "dirichlet partition that cannot give every client two images": (
+        lambda root, tmp: ["--partition", "dirichlet", "--alpha", "0.05", "--clients", "5"],
+        "left a client below 2 images in 1000 draws",
     ),
     "by_source without a source column": (
         lambda root, tmp: _three_columns(root / "train_split.txt") or ["--partition", "by_source"],

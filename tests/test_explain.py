@@ -20,10 +20,10 @@ from fedlib.data.resolve import load_dataset
 from fedlib.data.synthetic import load_mask
 from fedlib.data.transforms import eval_batch
 from fedlib.errors import UserError
-from fedlib.runner import train as run
 from fedlib.models import MODEL_NAMES, build_model, cam_layer
 from fedlib.models.registry import cam_candidates, cam_grids, pick_cam_layer
 from fedlib.results import run_name
+from fedlib.runner import train as run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_gradcam.ipynb"
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -81,20 +81,27 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
 
 
 def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
-    # FedProx: the proximal term is computed at the site, from the config it is sent.
-    cfg = smoke(data_dir, rounds=2, clients=2, fraction=1.0, client_timeout=60.0, strategy="fedprox", proximal_mu=0.1)
+    # FedProx: the proximal term is computed at the site, from the config it is sent. Then a
+    # second run on the same SuperNodes with the coordinate-wise median: a server-side strategy
+    # that needs every update of the round (the server optimizers run on a deployment in the
+    # killed-SuperNode test below; all of them share the in-process server step).
+    cfg = smoke(data_dir, rounds=2, clients=3, fraction=1.0, client_timeout=60.0, strategy="fedprox", proximal_mu=0.1)
+    median = config.replace(cfg, strategy="median", rounds=1)
     run(cfg, tmp_path / "inprocess", progress=False)
-    with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
-        run_flower(
-            config.replace(cfg, engine="flower"),
-            tmp_path / "flower-run",
-            progress=False,
-            superlink=fed.address,
-            timeout=DEADLINE,
-        )
+    run(median, tmp_path / "median-inprocess", progress=False)
+    with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
+        for c, out in ((cfg, "flower-run"), (median, "median-flower")):
+            run_flower(
+                config.replace(c, engine="flower"),
+                tmp_path / out,
+                progress=False,
+                superlink=fed.address,
+                timeout=DEADLINE,
+            )
         assert tagged(fed.tag)  # the processes were really there
     assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
     assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
+    assert_same_run(tmp_path / "median-inprocess", tmp_path / "median-flower")
     np.testing.assert_equal(
         runs.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
         runs.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"],
@@ -171,7 +178,18 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
 
     from fedlib.data.resolve import ensure_data_root
 
-    cfg = smoke(data_dir, engine="flower", rounds=2, clients=3, fraction=1.0, client_timeout=30.0, min_clients=2)
+    # FedAdam: the server optimizer's state carries over a round that lost a site.
+    cfg = smoke(
+        data_dir,
+        engine="flower",
+        rounds=2,
+        clients=3,
+        fraction=1.0,
+        client_timeout=30.0,
+        min_clients=2,
+        strategy="fedadam",
+        server_lr=0.01,
+    )
     ensure_data_root(cfg, progress=False)  # written once here, not by four processes at once
     out, outcome = tmp_path / "r", {}
     with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
@@ -197,8 +215,10 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
     assert "error" not in outcome, outcome.get("error")
     first, second = runs.read_history(out / "history.csv")
     assert first["clients_used"] == "3" and second["clients_used"] == "2"
-    answers = [(a["round"], a["client"], a["status"]) for a in runs.read_history(out / "clients.csv")]
-    assert answers == [
+    # The last attempt of each round (on a loaded machine a first attempt can time out and be retried).
+    answers = runs.read_history(out / "clients.csv")
+    last = {a["round"]: a["attempt"] for a in answers}
+    assert [(a["round"], a["client"], a["status"]) for a in answers if a["attempt"] == last[a["round"]]] == [
         ("1", "0", "used"),
         ("1", "1", "used"),
         ("1", "2", "used"),
@@ -207,27 +227,4 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
         ("2", "2", "dropped"),
     ]
     assert runs.read_history(out / "clients.csv")[-1]["reason"].startswith("timeout")
-
-
-def test_every_server_side_strategy_on_a_deployment_equals_inprocess(data_dir, tmp_path):
-    # FedProx (deployment) and FedBN (simulation) are tested above; the other strategies change only
-    # the server's step, which runs in the ServerApp: one round each, submitted to one federation.
-    base = smoke(data_dir, rounds=1, clients=3, fraction=1.0, client_timeout=60.0, trim_fraction=0.34)
-    strategies = ["fedavgm", "fedadam", "fedyogi", "fedadagrad", "median", "trimmed_mean"]
-    with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
-        for name in strategies:
-            cfg = config.replace(base, strategy=name)
-            run(cfg, tmp_path / f"{name}-inprocess", progress=False)
-            run_flower(
-                config.replace(cfg, engine="flower"),
-                tmp_path / f"{name}-flower",
-                progress=False,
-                superlink=fed.address,
-                timeout=DEADLINE,
-            )
-            assert_same_run(tmp_path / f"{name}-inprocess", tmp_path / f"{name}-flower")
-    assert tagged(fed.tag) == []
-    first = weights(tmp_path / "fedavgm-flower")
-    assert all(
-        any(not torch.equal(v, weights(tmp_path / f"{n}-flower")[k]) for k, v in first.items()) for n in strategies[1:]
-    )  # each strategy really changed the outcome
+    assert runs.load_checkpoint(out)["strategy"]["strategy"] == "fedadam"  # the server optimizer's state is kept
