@@ -231,20 +231,31 @@ def cmd_reproduce(args) -> None:
 def cmd_study(args) -> None:
     from pathlib import Path
 
-    from .reproduce import NOTEBOOKS_DIR, execute
+    from . import study
+    from .reproduce import NOTEBOOKS_DIR, data_set, execute
 
-    runs_dir = args.runs_dir or f"runs/study/{args.profile}"
-    report = Path(args.report or f"reports/study/05_non_iid-{args.profile}.ipynb")
+    layout = ("train_split", "test_split", "train_dir", "test_dir")
+    overrides = {k: getattr(args, k) for k in layout if getattr(args, k) is not None}
+    grid = study.Study(profile=args.profile, data=args.data)
+    grid.overrides.update(overrides)
+    tag = data_set(study.run_config(grid, "iid", None, "pooled", 0), progress=not args.quiet).tag
+    # The quick study on the default synthetic set is what figures/study holds; any other
+    # data set or profile gets folders of its own, so one never overwrites another.
+    default = args.data == "synthetic" and args.profile == "quick"
+    label = args.profile if default else f"{args.profile}-{tag}"
+    figures_dir = args.figures_dir or ("figures/study" if default else f"figures/study/{label}")
+    report = Path(args.report or f"reports/study/05_non_iid-{label}.ipynb")
     parameters = {
+        "overrides": overrides,
         "profile": args.profile,
         "data": args.data,
         "seeds": args.seeds,
-        "runs_dir": runs_dir,
-        "figures_dir": args.figures_dir,
+        "runs_dir": args.runs_dir or f"runs/study/{args.profile}/{tag}",
+        "figures_dir": figures_dir,
         "force": args.force,
     }
     execute(NOTEBOOKS_DIR / "05_non_iid.ipynb", report, parameters, progress=not args.quiet)
-    print(f"figures and tables in {args.figures_dir}; executed notebook {report}")
+    print(f"figures and tables in {figures_dir}; executed notebook {report}")
 
 
 def cmd_explain(args) -> None:
@@ -335,11 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder (with sources)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every run (default: 0)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
-    p.add_argument("--runs-dir", default=None, help="where run directories go (default runs/study/<profile>)")
-    p.add_argument("--figures-dir", default="figures/study", help="where figures and tables go")
+    p.add_argument(
+        "--runs-dir", default=None, help="where run directories go (default runs/study/<profile>/<data tag>)"
+    )
+    p.add_argument(
+        "--figures-dir",
+        default=None,
+        help="where figures and tables go (default figures/study for the quick synthetic study, "
+        "figures/study/<profile>-<data tag> otherwise)",
+    )
     p.add_argument(
         "--report", default=None, help="the executed notebook (default reports/study/05_non_iid-<profile>.ipynb)"
     )
+    for flag, default in (
+        ("--train-split", "train_split.txt"),
+        ("--test-split", "test_split.txt"),
+        ("--train-dir", "train"),
+        ("--test-dir", "test"),
+    ):
+        p.add_argument(flag, default=None, help=f"COVIDx layout (default {default})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
 

@@ -64,3 +64,13 @@ def test_the_notebook_runs_the_grid_and_writes_its_figures_and_tables(data_dir, 
     assert set(table["method"]) == set(study.METHODS)
     main = (tmp_path / "figures" / "table_non_iid.md").read_text()
     assert "SYNTHETIC" in main and "| by_source |" in main and "FedBN" in main
+
+
+def test_fedlib_study_on_a_missing_data_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    from fedlib.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--data", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedlib: error: ") and "nowhere" in err and "\n" not in err
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "reports").exists()
