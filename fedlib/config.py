@@ -21,7 +21,7 @@ from .aggregate import AGGREGATIONS
 from .errors import UserError
 from .partition import PARTITIONS
 from .strategy import NAMES as STRATEGIES
-from .strategy import build as build_strategy
+from .strategy import from_config as strategy_from_config
 
 MODES = ("fedavg", "central", "local")
 POOLED_BUDGETS = ("paper", "matched")
@@ -372,16 +372,7 @@ def _check_strategy(cfg: TrainConfig) -> None:
         f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.",
     )
     try:
-        strategy = build_strategy(
-            s,
-            server_lr=cfg.server_lr,
-            server_momentum=cfg.server_momentum,
-            beta1=cfg.beta1,
-            beta2=cfg.beta2,
-            tau=cfg.tau,
-            trim_fraction=cfg.trim_fraction,
-            proximal_mu=cfg.proximal_mu,
-        )
+        strategy = strategy_from_config(cfg)
     except ValueError as exc:
         raise UserError(f"--strategy {s}: {exc}; change that option (README, Strategies).") from None
     if cfg.mode != "fedavg":

@@ -36,8 +36,7 @@ from .client import Update, cpu_state
 from .errors import UserError
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
-from .strategy import Strategy, norm_keys
-from .strategy import build as build_strategy
+from .strategy import Strategy, from_config, norm_keys
 from .train import derive_seed
 
 __all__ = ["ClientResult", "InProcessClients", "RoundFailed", "check_update", "run_fedavg", "sample_clients"]
@@ -139,20 +138,6 @@ class InProcessClients:
             if cfg.keep_optimizer_state:
                 self.opt_states[c] = opt_state
             yield ClientResult(c, update)
-
-
-def strategy_of(cfg) -> Strategy:
-    """The run's strategy, with its parameters from the config."""
-    return build_strategy(
-        cfg.strategy,
-        server_lr=cfg.server_lr,
-        server_momentum=cfg.server_momentum,
-        beta1=cfg.beta1,
-        beta2=cfg.beta2,
-        tau=cfg.tau,
-        trim_fraction=cfg.trim_fraction,
-        proximal_mu=cfg.proximal_mu,
-    )
 
 
 @dataclass
@@ -258,7 +243,7 @@ class Rounds:
         cfg = self.cfg = exp.cfg
         self.exp = exp
         self.model = exp.new_model()
-        self.strategy = strategy_of(cfg)
+        self.strategy = from_config(cfg)
         self.local_keys = norm_keys(self.model) if self.strategy.keeps_norm_local else set()
         self.param_keys = {name for name, _ in self.model.named_parameters()}
         self.local_states: dict[int, dict] = {}  # FedBN: each client's normalization layers

@@ -19,9 +19,13 @@ NAMES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fe
 # Flower's defaults (flwr 1.42: FedAvgM server_learning_rate, FedAdam / FedYogi / FedAdagrad eta).
 DEFAULT_SERVER_LR = {"fedavgm": 1.0, "fedadam": 0.1, "fedyogi": 0.01, "fedadagrad": 0.1}
 
+# The TrainConfig fields that hold a strategy's settings (build's keyword arguments).
+SETTINGS = ("server_lr", "server_momentum", "beta1", "beta2", "tau", "trim_fraction", "proximal_mu")
+
 __all__ = [
     "DEFAULT_SERVER_LR",
     "NAMES",
+    "SETTINGS",
     "FedAdagrad",
     "FedAdam",
     "FedAvgM",
@@ -33,6 +37,7 @@ __all__ = [
     "Strategy",
     "TrimmedMean",
     "build",
+    "from_config",
     "norm_keys",
 ]
 
@@ -86,3 +91,9 @@ def build(
     if name == "median":
         return Median()
     return TrimmedMean(trim_fraction)
+
+
+def from_config(cfg) -> Strategy:
+    """The strategy a config names (``cfg.strategy``), with its settings from the fields
+    ``SETTINGS`` of the same name (``fedlib.config.TrainConfig``; this package does not import it)."""
+    return build(cfg.strategy, **{name: getattr(cfg, name) for name in SETTINGS})
