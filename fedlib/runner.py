@@ -26,7 +26,7 @@ from .experiment import describe, record_data, setup
 from .federated import ClientPool, run_fedavg
 from .loop import resumed_history
 
-MODES = {"fedavg": run_fedavg, "central": run_central, "local": run_local}
+BASELINES = {"central": run_central, "local": run_local}  # the modes without a client pool
 
 
 def data_roots(cfg: TrainConfig) -> list[Path]:
@@ -67,9 +67,14 @@ def train(
             return runs.read_json(out / "final.json")
     exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
     cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
+    checkpoint = runs.load_checkpoint(out) if resume else None  # a resumed run writes in place
+    if checkpoint is not None and "history_rows" not in checkpoint:
+        raise UserError(
+            f"--resume: {out}'s checkpoint was written by an older fedlib, whose loop this one does not "
+            "continue; finish it with that version, or start again with --overwrite."
+        )
     with runs.transaction(out, resume=resume) as work:
         exp.run_dir = work
-        checkpoint = runs.load_checkpoint(work) if resume else None
         _check_progress(cfg, checkpoint, out)
         runs.write_json(work / "config.json", to_dict(cfg))
         history = resumed_history(exp, checkpoint)
@@ -77,7 +82,7 @@ def train(
             clients: ClientPool | None = pool(exp) if pool is not None else None
             final = run_fedavg(exp, checkpoint, history, clients)
         else:
-            final = MODES[cfg.mode](exp, checkpoint, history)
+            final = BASELINES[cfg.mode](exp, checkpoint, history)
         final = {
             "model": cfg.model,
             "mode": cfg.mode,

@@ -18,6 +18,7 @@ from conftest import smoke, write_covidx
 
 from fedlib import config, runs
 from fedlib.cli import main
+from fedlib.errors import UserError
 from fedlib.runner import train as run
 
 
@@ -356,3 +357,17 @@ def test_sigterm_during_training_is_a_clean_stop_that_resumes(data_config, tmp_p
     assert "Traceback" not in err and "continue it with the same command and --resume" in err
     assert runs.load_checkpoint(out) is not None
     assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_a_checkpoint_of_the_older_loop_is_refused_and_left_alone(data_dir, tmp_path):
+    out = tmp_path / "r"
+    cfg = smoke(data_dir, rounds=2)
+    run(cfg, out, progress=False)
+    checkpoint = runs.load_checkpoint(out)
+    del checkpoint["history_rows"]  # what fedlib wrote before the one training loop
+    runs.save_checkpoint(out, checkpoint)
+    (out / "final.json").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="older fedlib"):
+        run(cfg, out, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
