@@ -55,15 +55,7 @@ class Experiment:
         for split, images, labels, idx in self._eval_splits():
             if split == "train":
                 continue
-            res = evaluate(
-                model,
-                images,
-                labels,
-                idx,
-                image_size=self.cfg.image_size,
-                hw=self.hw,
-                batch_size=self.cfg.eval_batch_size,
-            )
+            res = self._evaluate(model, images, labels, idx)
             out.update(
                 {
                     f"{split}_loss": res.loss,
@@ -71,6 +63,11 @@ class Experiment:
                 }
             )
         return out
+
+    def _evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
+        return evaluate(
+            model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size
+        )
 
     def _eval_splits(self, train_idx: np.ndarray | None = None):
         d = self.data
@@ -84,15 +81,7 @@ class Experiment:
         the augmented stream) and test metrics, with confusion matrices."""
         out = {}
         for split, images, labels, idx in self._eval_splits(indices):
-            res = evaluate(
-                model,
-                images,
-                labels,
-                idx,
-                image_size=self.cfg.image_size,
-                hw=self.hw,
-                batch_size=self.cfg.eval_batch_size,
-            )
+            res = self._evaluate(model, images, labels, idx)
             out[split] = {
                 "loss": res.loss,
                 **summarize_confusion(res.confusion, self.data.classes),
@@ -112,15 +101,7 @@ class Experiment:
             return {}
         out = {}
         for s in known:
-            res = evaluate(
-                model,
-                self.data.test_images,
-                self.data.test_labels,
-                self.test_idx[sources == s],
-                image_size=self.cfg.image_size,
-                hw=self.hw,
-                batch_size=self.cfg.eval_batch_size,
-            )
+            res = self._evaluate(model, self.data.test_images, self.data.test_labels, self.test_idx[sources == s])
             out[s] = res.confusion.tolist()
         return out
 
