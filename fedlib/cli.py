@@ -142,6 +142,8 @@ def train_config(args):
         overrides["secagg"] = True
     overrides["amp"] = args.amp
     runs.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
+    if getattr(args, "run_config", None):
+        overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
     if args.resume and args.out is not None:
         # The saved config decides; only what the user typed (options, --config) may change it.
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -149,6 +151,20 @@ def train_config(args):
             given = {**config.load_file(args.config), **given}
         return config.resume_config(config.load_saved(args.out), given, args.out)
     return config.resolve(args.profile, args.config, **overrides)
+
+
+def _with_run_config(overrides: dict, text: str, profile: str) -> tuple[dict, str]:
+    """Options plus Flower's ``--run-config`` settings; a setting given both ways must agree."""
+    from .flower.runconfig import parse
+
+    given = parse(text)
+    for key, value in given.items():
+        typed = profile if key == "profile" else overrides.get(key)
+        if typed is not None and key != "profile" and typed != value:
+            raise UserError(
+                f"--run-config sets {key.replace('_', '-')}={value!r} but an option sets it to {typed!r}; give it once."
+            )
+    return {**overrides, **{k: v for k, v in given.items() if k != "profile"}}, given.get("profile", profile)
 
 
 def cmd_train(args) -> None:
@@ -163,6 +179,7 @@ def cmd_train(args) -> None:
         progress=not args.quiet,
         superlink=args.superlink,
         root_certificates=args.root_certificates,
+        deadline=args.deadline,
     )
     _print_final(final, args.out)
 
@@ -192,6 +209,7 @@ def cmd_flower_local(args) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        warm=args.warm,
     )
     if final is not None:
         _print_final(final, args.out)
@@ -326,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("Flower deployment (--engine flower)")
     g.add_argument("--superlink", help="HOST:PORT of the running SuperLink to submit the run to")
     g.add_argument("--root-certificates", help="CA certificate (PEM) of the SuperLink's TLS; without it, insecure")
+    g.add_argument(
+        "--run-config",
+        help="the run's settings in Flower's run-config syntax, e.g. 'rounds=5 strategy=\"fedprox\"' "
+        "(keys: TrainConfig fields with dashes); any engine",
+    )
+    g.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds the whole Flower run may take before fedlib stops waiting (default: no limit)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -335,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _train_args(p, out_required=False)
     p.add_argument("--keep-up", action="store_true", help="only start them, print how to submit, stop on Ctrl-C")
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="fedlib's warm SuperNodes (patch Flower 1.42 internals; checked, stock if they do not apply) "
+        "instead of stock flower-supernode",
+    )
     p.add_argument(
         "--workdir",
         help="where Flower's home and logs go (default: a temporary folder, removed after a successful job)",

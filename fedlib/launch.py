@@ -24,9 +24,11 @@ def run(
     progress: bool = True,
     superlink: str | None = None,
     root_certificates: str | None = None,
+    deadline: float | None = None,
 ) -> dict:
-    """Train ``cfg`` into ``out``; returns final.json's content. ``superlink`` and
-    ``root_certificates`` are for the ``flower`` engine (see ``fedlib.flower.run_flower``)."""
+    """Train ``cfg`` into ``out``; returns final.json's content. ``superlink``,
+    ``root_certificates`` and ``deadline`` (seconds) are for the ``flower`` engine (see
+    ``fedlib.flower.run_flower``)."""
     if cfg.engine == "inprocess":
         return train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     from .flower import run_flower
@@ -39,4 +41,5 @@ def run(
         progress=progress,
         superlink=superlink,
         root_certificates=root_certificates,
+        timeout=deadline,
     )

@@ -1,6 +1,8 @@
 """fedlib on Flower: what leaves a site, and parity of Flower's simulation and of a real
 loopback deployment (SuperLink + SuperNodes) with the in-process engine."""
 
+import json
+
 import numpy as np
 import psutil
 import pytest
@@ -14,6 +16,7 @@ from fedlib.flower import LocalFederation, run_flower
 from fedlib.flower.apps import failure_reason
 from fedlib.flower.local import tagged
 from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
+from fedlib.flower.site import load_site
 from fedlib.launch import run
 
 pytest.importorskip("ray")  # flwr[simulation]
@@ -80,24 +83,37 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
     assert final["test"]["n"] == cfg.synth_n_test
 
 
+def submit(cfg, out, fed, **kw):
+    """``fedlib train --engine flower`` against the loopback federation, over its TLS."""
+    return run_flower(
+        config.replace(cfg, engine="flower"),
+        out,
+        progress=False,
+        superlink=fed.address,
+        root_certificates=fed.root_certificates,
+        timeout=DEADLINE,
+        **kw,
+    )
+
+
 def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
-    # FedProx: the proximal term is computed at the site, from the config it is sent. Then a
-    # second run on the same SuperNodes with the coordinate-wise median: a server-side strategy
-    # that needs every update of the round (the server optimizers run on a deployment in the
-    # killed-SuperNode test below; all of them share the in-process server step).
+    # Stock SuperNodes, as a hospital runs them: TLS (certificates made for the test) and node
+    # authentication (keys registered with `flwr supernode register`). A SuperNode whose key was
+    # not registered is refused. FedProx: the proximal term is computed at the site, from the
+    # config it is sent. Then a second run on the same SuperNodes with the coordinate-wise
+    # median: a server-side strategy that needs every update of the round (the server
+    # optimizers run on a deployment in the killed-SuperNode test below).
     cfg = smoke(data_dir, rounds=2, clients=3, fraction=1.0, client_timeout=60.0, strategy="fedprox", proximal_mu=0.1)
     median = config.replace(cfg, strategy="median", rounds=1)
     run(cfg, tmp_path / "inprocess", progress=False)
     run(median, tmp_path / "median-inprocess", progress=False)
     with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
-        for c, out in ((cfg, "flower-run"), (median, "median-flower")):
-            run_flower(
-                config.replace(c, engine="flower"),
-                tmp_path / out,
-                progress=False,
-                superlink=fed.address,
-                timeout=DEADLINE,
-            )
+        assert fed.supernode_command == ["flower-supernode"] and fed.root_certificates is not None
+        stranger = fed.start_supernode("stranger", "partition-id=0 num-partitions=3", register=False)
+        submit(cfg, tmp_path / "flower-run", fed)
+        submit(median, tmp_path / "median-flower", fed)
+        assert stranger.wait(timeout=60) != 0  # refused, not serving partition 0 beside supernode-0
+        assert "Failed to activate SuperNode" in (fed.workdir / "logs" / "stranger.log").read_text()
         assert tagged(fed.tag)  # the processes were really there
     assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
     assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
@@ -108,11 +124,42 @@ def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path)
     )
 
 
+def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp_path):
+    # Two hospitals with their own COVIDx folders, never read before: each stock SuperNode's
+    # ClientApp builds the image cache itself (on worker processes: 36 images each), then trains.
+    from conftest import write_covidx
+
+    def rows(prefix, n):
+        labels = ("pneumonia", "normal", "COVID-19")
+        return [(f"{prefix}{i}", f"{prefix}{i}.png", labels[i % 3]) for i in range(n)]
+
+    hospitals = [write_covidx(tmp_path / f"h{i}", rows(f"h{i}-", 36 + 3 * i), rows(f"h{i}t-", 6)) for i in range(2)]
+    evaluation = write_covidx(tmp_path / "eval", rows("e", 9), rows("et", 9))
+    cfg = config.resolve("smoke", data=str(evaluation), rounds=1, clients=2, fraction=1.0, client_timeout=120.0)
+    nodes = [f'partition-id={i} data-dir="{h}"' for i, h in enumerate(hospitals)]
+    with LocalFederation(2, tmp_path / "flower", start_timeout=60, node_configs=nodes) as fed:
+        submit(cfg, tmp_path / "r", fed)
+    assert tagged(fed.tag) == []
+    answers = runs.read_history(tmp_path / "r" / "clients.csv")
+    sizes = [
+        len(load_site(json.dumps(config.to_dict(cfg)), json.dumps({"partition-id": 0, "data-dir": str(h)}))[1])
+        for h in hospitals
+    ]  # each hospital's own training split, less its validation hold-out
+    assert sizes[0] < sizes[1] <= 39
+    assert [(a["client"], a["status"], int(a["num_examples"])) for a in answers] == [
+        ("0", "used", sizes[0]),
+        ("1", "used", sizes[1]),
+    ]
+    for h in hospitals:  # built by the ClientApp, where the image files are
+        assert list((h / ".fedlib_cache").glob("*.npy"))
+    logs = "".join(f.read_text() for f in (fed.workdir / "logs").glob("*.log"))
+    assert "authentication failed" not in logs
+
+
 def test_a_failed_deployment_run_is_reported_and_stops_every_process(data_dir, tmp_path):
     # Every site fails on purpose and no retry is allowed: the ServerApp stops with RoundFailed.
     cfg = smoke(
         data_dir,
-        engine="flower",
         rounds=1,
         clients=2,
         fraction=1.0,
@@ -120,9 +167,10 @@ def test_a_failed_deployment_run_is_reported_and_stops_every_process(data_dir, t
         round_retries=0,
         client_timeout=60.0,
     )
-    with pytest.raises(UserError, match="round 1: fewer than 1 client"):
+    with pytest.raises(UserError, match="round 1: fewer than 1 client") as failed:
         with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
-            run_flower(cfg, tmp_path / "r", progress=False, superlink=fed.address, timeout=DEADLINE)
+            submit(cfg, tmp_path / "r", fed)
+    assert not set(str(failed.value)) & set("╭╮╰╯│─")  # one plain line, no Flower panel borders
     assert tagged(fed.tag) == []
     assert not (tmp_path / "r" / "final.json").exists()
 
@@ -171,7 +219,7 @@ def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp
     assert [int(a["num_examples"]) for a in answers] == sizes
 
 
-def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tmp_path):
+def test_a_supernode_killed_mid_run_is_dropped_and_one_that_comes_back_is_used_again(data_dir, tmp_path):
     import signal
     import threading
     import time
@@ -182,49 +230,50 @@ def test_a_supernode_killed_mid_run_is_dropped_and_the_run_finishes(data_dir, tm
     cfg = smoke(
         data_dir,
         engine="flower",
-        rounds=2,
+        rounds=3,
         clients=3,
         fraction=1.0,
-        client_timeout=30.0,
-        min_clients=2,
+        client_timeout=120.0,  # a first round's ClientApps import PyTorch on a loaded machine; the dead
+        min_clients=2,  # SuperNode does not cost it: the SuperLink answers for it once its heartbeat stops
         strategy="fedadam",
         server_lr=0.01,
     )
     ensure_data_root(cfg, progress=False)  # written once here, not by four processes at once
     out, outcome = tmp_path / "r", {}
+
+    def rows_written(n):
+        started = time.monotonic()
+        while len(runs.read_history(out / "history.csv")) < n:
+            assert worker.is_alive() and time.monotonic() - started < DEADLINE, outcome
+            time.sleep(0.2)
+
     with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
 
         def train():
             try:
-                outcome["final"] = run_flower(cfg, out, progress=False, superlink=fed.address, timeout=DEADLINE)
+                outcome["final"] = submit(cfg, out, fed)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 outcome["error"] = exc
 
         worker = threading.Thread(target=train, daemon=True)
-        started = time.monotonic()
         worker.start()
-        while not runs.read_history(out / "history.csv"):
-            assert worker.is_alive() and time.monotonic() - started < DEADLINE, outcome
-            time.sleep(0.2)
+        rows_written(1)
         site = psutil.Process(fed.procs["supernode-2"].pid)
         for proc in [*site.children(recursive=True), site]:  # the site's machine goes down
             proc.send_signal(signal.SIGKILL)
+        rows_written(2)  # round 2 ends without it
+        fed.start_supernode("supernode-2-back", fed.node_configs[2], key="supernode-2")  # same key: same node
         worker.join(DEADLINE)
         assert not worker.is_alive(), "the run hung after a site died"
     assert tagged(fed.tag) == []
     assert "error" not in outcome, outcome.get("error")
-    first, second = runs.read_history(out / "history.csv")
-    assert first["clients_used"] == "3" and second["clients_used"] == "2"
+    assert [row["clients_used"] for row in runs.read_history(out / "history.csv")] == ["3", "2", "3"]
     # The last attempt of each round (on a loaded machine a first attempt can time out and be retried).
     answers = runs.read_history(out / "clients.csv")
     last = {a["round"]: a["attempt"] for a in answers}
-    assert [(a["round"], a["client"], a["status"]) for a in answers if a["attempt"] == last[a["round"]]] == [
-        ("1", "0", "used"),
-        ("1", "1", "used"),
-        ("1", "2", "used"),
-        ("2", "0", "used"),
-        ("2", "1", "used"),
-        ("2", "2", "dropped"),
+    final = [a for a in answers if a["attempt"] == last[a["round"]]]
+    assert [(a["round"], a["client"], a["status"]) for a in final] == [
+        (str(r), str(c), "dropped" if (r, c) == (2, 2) else "used") for r in (1, 2, 3) for c in range(3)
     ]
-    assert runs.read_history(out / "clients.csv")[-1]["reason"].startswith("timeout")
+    assert "Node Unavailable" in final[5]["reason"] or final[5]["reason"].startswith("timeout")
     assert runs.load_checkpoint(out)["strategy"]["strategy"] == "fedadam"  # the server optimizer's state is kept

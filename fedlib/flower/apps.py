@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from logging import ERROR
+from logging import ERROR, INFO
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
@@ -31,7 +31,7 @@ from .. import client, config, experiment, runner
 from ..config import TrainConfig
 from ..errors import UserError
 from ..federated import ClientResult, start_state
-from . import secagg
+from . import runconfig, secagg
 from .messages import (
     read_site,
     read_train_request,
@@ -45,6 +45,7 @@ from .site import load_site, site_id
 REPLY_TIMEOUT = 3600.0  # seconds a round waits for its sites when --client-timeout is not given
 NODE_WAIT = 300.0  # seconds the server waits for every site's SuperNode to connect
 ERROR_MARK = "fedlib: error: "  # how the ServerApp's log tells `fedlib train` why a run failed
+STARTED_MARK = "fedlib: ServerApp started"  # ... and that the run has begun on the SuperLink
 
 
 # ---- the site ---------------------------------------------------------------------------------
@@ -93,21 +94,23 @@ def failure_reason(exc: Exception) -> str:
 # ---- the server -------------------------------------------------------------------------------
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.2) -> list[Message]:
-    """Send ``messages`` and collect their replies until all are in or ``timeout`` s passed.
+def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.2) -> list[Message | None]:
+    """Send ``messages`` and collect their replies until all are in or ``timeout`` s passed;
+    the reply to each message, in order (None: none came).
 
-    Grid.send_and_receive does the same but looks for replies every 3 s, which
-    on a short round costs more than the training."""
-    waiting = set(grid.push_messages(messages))
+    A reply is matched by the message it answers, not by its sender: the SuperLink itself
+    answers for a SuperNode it has lost. Grid.send_and_receive does the same but looks for
+    replies every 3 s, which on a short round costs more than the training."""
+    ids = list(grid.push_messages(messages))
+    waiting, got = set(ids), {}
     deadline = time.monotonic() + timeout
-    replies: list[Message] = []
     while waiting and time.monotonic() < deadline:
         for reply in grid.pull_messages(waiting):
-            replies.append(reply)
+            got[reply.metadata.reply_to_message_id] = reply
             waiting.discard(reply.metadata.reply_to_message_id)
         if waiting:
             time.sleep(poll)
-    return replies
+    return [got.get(i) for i in ids]
 
 
 def discover(grid: Grid, num_clients: int, wait: float = NODE_WAIT) -> dict[int, int]:
@@ -122,8 +125,9 @@ def discover(grid: Grid, num_clients: int, wait: float = NODE_WAIT) -> dict[int,
         time.sleep(0.5)
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in nodes]
     sites: dict[int, int] = {}
-    for reply in exchange(grid, queries, wait):
-        node = reply.metadata.src_node_id
+    for node, reply in zip(nodes, exchange(grid, queries, wait), strict=True):
+        if reply is None:
+            continue  # reported below as a missing site
         if reply.has_error():
             raise UserError(f"SuperNode {node} did not say which client it serves ({reply.error.reason}).")
         client_id, parts = read_site(reply.content)
@@ -174,9 +178,8 @@ class FlowerClients:
             )
             for c in clients
         ]
-        replies = {self.clients[m.metadata.src_node_id]: m for m in exchange(self.grid, messages, self.timeout)}
-        for c in clients:
-            yield self._result(c, replies.get(c))
+        for c, reply in zip(clients, exchange(self.grid, messages, self.timeout), strict=True):
+            yield self._result(c, reply)
 
     def _result(self, c: int, reply: Message | None) -> ClientResult:
         if reply is None:
@@ -209,7 +212,7 @@ def serve(
 
 def run_config_train(run_config) -> tuple[TrainConfig, Path, bool, bool]:
     """(config, run directory, resume, overwrite) from the run config `flwr run` was given."""
-    values = {"engine": "flower", **json.loads(run_config["train-config"])}
+    values = {**runconfig.settings(run_config), "engine": "flower"}
     cfg = config.resolve(values.pop("profile", "quick"), **values)
     out = Path(str(run_config["run-dir"]))
     if not out.is_absolute():
@@ -226,5 +229,10 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """The deployment's entry: the run comes from the run config (``fedlib train --engine flower``)."""
-    cfg, out, resume, overwrite = run_config_train(context.run_config)
+    log(INFO, "%s (run %s)", STARTED_MARK, context.run_id)
+    try:
+        cfg, out, resume, overwrite = run_config_train(context.run_config)
+    except UserError as exc:
+        log(ERROR, "%s%s", ERROR_MARK, exc)
+        raise
     serve(grid, context, cfg, out, resume=resume, overwrite=overwrite, progress=False)

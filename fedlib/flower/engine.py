@@ -26,8 +26,9 @@ from .. import config, runs
 from ..config import TrainConfig
 from ..errors import UserError
 from ..experiment import setup
-from .local import CONNECTION, LocalFederation, flower_env, write_connection
+from .local import CONNECTION, LocalFederation, flower_env, plain, write_connection
 
+START_TIMEOUT = 180.0  # seconds from `flwr run` until the ServerApp must have said it started
 APP_DIR = Path(__file__).parent / "app"  # the Flower App (pyproject.toml) that `flwr run` submits
 
 
@@ -162,47 +163,68 @@ def submit(
             str(run_config),
             "--stream",
         ]
-        code, tail, timed_out = _follow(command, flower_env(home), progress, timeout)
+        code, tail, stopped = _follow(command, flower_env(home), progress, timeout)
     errors = [line.split(ERROR_MARK, 1)[1].strip() for line in tail if ERROR_MARK in line]
     if errors:
-        raise UserError(errors[-1])
-    if timed_out:
-        raise UserError(f"the Flower run did not finish within {timeout:g} s; `flwr stop` it on the SuperLink.")
+        raise UserError(plain(errors[-1]))
+    if stopped == "start":
+        raise UserError(
+            f"the SuperLink at {superlink} took the run but its ServerApp did not start within {START_TIMEOUT:g} s; "
+            "see the SuperLink's log (a server certificate without the address the SuperLink's own SuperExec "
+            "uses, IP:127.0.0.1, fails there with 'IP address mismatch'), then `flwr stop` the run."
+        )
+    if stopped == "deadline":
+        raise UserError(
+            f"the Flower run did not finish within --deadline {timeout:g} s; `flwr stop` it on the SuperLink."
+        )
     if not (out / "final.json").exists():
         raise UserError(
             f"the Flower run ended (flwr exit code {code}) without writing {out / 'final.json'}; "
-            f"its log ends with: {' | '.join(line.strip() for line in tail[-5:])}"
+            f"its log ends with: {plain(' | '.join(line.strip() for line in tail[-5:]))}"
         )
 
 
-def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) -> tuple[int, list[str], bool]:
-    """Run ``command``, echoing its output if asked; (exit code, last lines, timed out)."""
+def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) -> tuple[int, list[str], str | None]:
+    """Run ``command`` (``flwr run ... --stream``), echoing its output if asked; (exit code,
+    last lines, why it was stopped: "start" when the ServerApp did not say it started within
+    ``START_TIMEOUT`` s, "deadline" after ``timeout`` s, else None)."""
+    from .apps import STARTED_MARK
+
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
     )
-    expired = threading.Event()
+    started, stopped = threading.Event(), []
 
-    def expire() -> None:
-        expired.set()
-        proc.kill()
+    def watch() -> None:
+        if not started.wait(START_TIMEOUT if timeout is None else min(START_TIMEOUT, timeout)):
+            stopped.append("start" if timeout is None or timeout > START_TIMEOUT else "deadline")
+            proc.kill()
+        elif timeout is not None and proc.poll() is None:
+            try:
+                proc.wait(max(timeout - (time.monotonic() - begun), 0))
+            except subprocess.TimeoutExpired:
+                stopped.append("deadline")
+                proc.kill()
 
-    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    begun = time.monotonic()
+    watcher = threading.Thread(target=watch, daemon=True)
     tail: deque[str] = deque(maxlen=200)
     try:
-        if timer is not None:
-            timer.start()
+        watcher.start()
         for line in proc.stdout:
             tail.append(line)
+            if STARTED_MARK in line:
+                started.set()
             if echo:
                 sys.stderr.write(line)
         proc.wait()
     finally:
-        if timer is not None:
-            timer.cancel()
+        started.set()  # the watcher stops waiting
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, list(tail), expired.is_set()
+    watcher.join()
+    return proc.returncode, list(tail), stopped[0] if stopped else None
 
 
 def run_local(
@@ -214,21 +236,29 @@ def run_local(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    warm: bool = False,
 ) -> dict | None:
-    """``fedlib flower-local``: a SuperLink and one SuperNode per client on loopback; runs
-    ``cfg`` on them into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
+    """``fedlib flower-local``: a SuperLink (TLS, SuperNode authentication) and one stock
+    SuperNode per client on loopback (``warm``: fedlib's warm ones); runs ``cfg`` on them
+    into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
     cfg = config.replace(config.absolute_paths(cfg), engine="flower")
     sites = num_sites(cfg, Path(out or "."), resume, progress)
     own = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedlib-flower-"))
-    with LocalFederation(sites, workdir) as fed:
+    with LocalFederation(sites, workdir, warm=warm) as fed:
         if keep_up:
             _serve_until_interrupted(fed, cfg, sites)
             final = None
         else:
             try:
                 final = run_flower(
-                    cfg, out, resume=resume, overwrite=overwrite, progress=progress, superlink=fed.address
+                    cfg,
+                    out,
+                    resume=resume,
+                    overwrite=overwrite,
+                    progress=progress,
+                    superlink=fed.address,
+                    root_certificates=fed.root_certificates,
                 )
             except UserError as exc:
                 raise UserError(f"{exc} (Flower logs: {workdir / 'logs'})") from None
@@ -241,7 +271,8 @@ def _serve_until_interrupted(fed: LocalFederation, cfg: TrainConfig, sites: int)
     print(
         f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
         f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
-        f"  fedlib train --engine flower --superlink {fed.address} --profile {cfg.profile} "
+        f"  fedlib train --engine flower --superlink {fed.address} --root-certificates {fed.root_certificates} "
+        f"--profile {cfg.profile} "
         f"--clients {cfg.clients} --out runs/flower-demo\n"
         "Ctrl-C stops the SuperLink and the SuperNodes.",
         flush=True,

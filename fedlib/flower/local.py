@@ -1,30 +1,24 @@
 """A real Flower deployment on one machine: one SuperLink and N SuperNodes on loopback.
 
-Each process is the one a hospital federation runs (``flower-superlink``,
-``flower-supernode``), only on 127.0.0.1 without TLS (``--insecure``), on free
-ports, with a private ``FLWR_HOME``, telemetry and update checks off and no
-runtime dependency installation, so nothing but loopback is used.
+Each process is the one a hospital federation runs, started as a hospital starts it:
+``flower-superlink`` with TLS and SuperNode authentication, and stock
+``flower-supernode``s that authenticate with their own keys (registered with ``flwr
+supernode register`` before they start) and each serve their ClientApps on a port of
+their own. Certificates and keys are made in the federation's folder
+(``fedlib.flower.credentials``). Everything listens on 127.0.0.1 only; each process has
+a private ``FLWR_HOME``, telemetry and update checks off and no runtime dependency
+installation, so nothing but loopback is used. ``secure=False`` runs it all
+``--insecure`` instead.
 
-Flower starts further processes of its own (SuperExec, and a ServerApp or
-ClientApp process per run and message), some in new sessions, so a process
-group does not hold them all. Every process started here therefore carries a
-tag in its environment, which children inherit; ``stop`` ends every live
-process with the tag (terminate, then kill), also after an error or Ctrl-C.
+Flower starts further processes of its own (SuperExec, and a ServerApp or ClientApp
+process per run and message), some in new sessions, so a process group does not hold
+them all. Every process started here therefore carries a tag in its environment, which
+children inherit; ``stop`` ends every live process with the tag (terminate, then kill),
+also after an error or Ctrl-C.
 
-Speed (``warm=True``, the default). Flower 1.42 runs every message in a new
-``flwr-clientapp`` process, which imports PyTorch and fedlib again (about 3 s
-on a laptop CPU, more than a quick round's training), and a SuperNode asks the
-SuperLink for work every 3 s. ``warm`` starts each SuperNode through
-``python -m fedlib.flower.local supernode`` (``flower-supernode`` itself, with
-its idle waits cut to ``POLL`` s) with ``--isolation process``, next to a
-``python -m fedlib.flower.local clientapp-executor`` that plays Flower's
-SuperExec for it: it imports the ClientApp module once and forks a child per
-message that runs Flower's own ``flwr-clientapp`` code (``run_clientapp``).
-Messages, the Runtime API and the maths are Flower's and fedlib's as before;
-only process start-up and idle waiting are shorter. ``warm=False`` runs the
-stock ``flower-supernode`` (subprocess isolation), as a site without fedlib's
-helpers would. Both patch Flower internals of version 1.42 (see ``_fast_sleep``
-and ``ForkExecutor``); a newer Flower may need them checked.
+``warm=True`` starts fedlib's warm SuperNodes instead (``fedlib.flower.warm``: shorter
+idle waits and ClientApps forked from a process that has imported fedlib once). They
+patch Flower internals and are opt-in; stock is what a hospital runs.
 """
 
 from __future__ import annotations
@@ -40,14 +34,13 @@ from pathlib import Path
 import psutil
 
 from ..errors import UserError
+from .credentials import TLSFiles, make_node_key, make_tls
 
 TAG = "FEDLIB_FLOWER_FEDERATION"
 CONNECTION = "fedlib"  # the SuperLink connection's name in FLWR_HOME/config.toml
-POLL = 0.2  # seconds a warm SuperNode waits between looks for work (stock: 3 s)
-# Flower's SuperExec looks for tasks every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (default 1).
+# Flower's SuperExec looks for tasks every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (default 1); a
+# supported setting, so the loopback federation sets it to 0.2 s for stock and warm alike.
 SUPEREXEC_POLL = "0.2"
-MODULE = "fedlib.flower.local"  # this file as a command: python -m fedlib.flower.local ...
-APP_MODULE = "fedlib.flower.apps"  # what a warm ClientApp executor imports before it forks
 
 
 def free_port() -> int:
@@ -77,6 +70,14 @@ def write_connection(home: Path, address: str, root_certificates: str | None = N
     )
 
 
+BOX = str.maketrans("", "", "╭╮╰╯│─┌┐└┘├┤┬┴┼━┃")  # what Flower's CLI draws its panels with
+
+
+def plain(text: str) -> str:
+    """Flower's CLI output in one line: its panels' box-drawing characters and extra spaces gone."""
+    return " ".join(text.translate(BOX).split())
+
+
 def tagged(tag: str) -> list[psutil.Process]:
     """Live processes whose environment holds ``TAG=tag``."""
     found = []
@@ -89,16 +90,33 @@ def tagged(tag: str) -> list[psutil.Process]:
 
 class LocalFederation:
     """``with LocalFederation(n, workdir) as fed:`` a SuperLink at ``fed.address`` and n
-    SuperNodes (node config ``partition-id=i num-partitions=n``), stopped on exit."""
+    SuperNodes (node config ``partition-id=i num-partitions=n``, or ``node_configs[i]``),
+    stopped on exit. ``fed.root_certificates`` is the CA file to reach it with (None when
+    ``secure=False``)."""
 
-    def __init__(self, supernodes: int, workdir: str | Path, start_timeout: float = 60.0, warm: bool = True):
+    def __init__(
+        self,
+        supernodes: int,
+        workdir: str | Path,
+        start_timeout: float = 60.0,
+        warm: bool = False,
+        secure: bool = True,
+        node_configs: list[str] | None = None,
+    ):
         self.supernodes, self.workdir = supernodes, Path(workdir).resolve()
-        self.start_timeout, self.warm = start_timeout, warm
+        self.start_timeout, self.warm, self.secure = start_timeout, warm, secure
+        self.node_configs = node_configs or [f"partition-id={i} num-partitions={supernodes}" for i in range(supernodes)]
         self.home = self.workdir / "flwr-home"
         self.tag = uuid.uuid4().hex
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.tls: TLSFiles | None = None
+        self.supernode_command = ["flower-supernode"]
+
+    @property
+    def root_certificates(self) -> str | None:
+        return str(self.tls.ca) if self.tls else None
 
     def __enter__(self) -> LocalFederation:
         try:
@@ -112,11 +130,24 @@ class LocalFederation:
         self.stop()
 
     def start(self) -> None:
-        write_connection(self.home, self.address)
+        if self.secure:
+            self.tls = make_tls(self.workdir / "certs")
+            security = [
+                "--ssl-ca-certfile",
+                str(self.tls.ca),
+                "--ssl-certfile",
+                str(self.tls.certificate),
+                "--ssl-keyfile",
+                str(self.tls.key),
+                "--enable-supernode-auth",
+            ]
+        else:
+            security = ["--insecure"]
+        write_connection(self.home, self.address, self.root_certificates)
         self._spawn(
             "superlink",
             "flower-superlink",
-            "--insecure",
+            *security,
             "--host",
             "127.0.0.1",
             "--port",
@@ -124,19 +155,54 @@ class LocalFederation:
             "--disable-runtime-dependency-installation",
         )
         self._wait_listening()
-        for i in range(self.supernodes):
-            command = [sys.executable, "-m", MODULE, "supernode"] if self.warm else ["flower-supernode"]
-            self._spawn(
-                f"supernode-{i}",
-                *command,
-                "--insecure",
-                "--superlink",
-                self.address,
-                "--port",
-                str(free_port()),
-                "--node-config",
-                f"partition-id={i} num-partitions={self.supernodes}",
+        if self.warm:
+            from .warm import supernode_command
+
+            self.supernode_command = supernode_command()
+        for i, node_config in enumerate(self.node_configs):
+            self.start_supernode(f"supernode-{i}", node_config)
+
+    def start_supernode(
+        self, name: str, node_config: str, register: bool = True, key: str | None = None
+    ) -> subprocess.Popen:
+        """Start one more SuperNode called ``name`` (its log: logs/NAME.log). With TLS it gets a
+        key pair of its own, registered unless ``register=False`` (then the SuperLink refuses
+        it); ``key`` names an earlier SuperNode whose key it takes, so it comes back as that node."""
+        security = ["--insecure"]
+        if self.secure:
+            key = self.workdir / "keys" / (key or name)
+            if not key.exists():
+                make_node_key(key)
+                if register:
+                    self.flwr("supernode", "register", str(key) + ".pub", CONNECTION)
+            security = ["--root-certificates", str(self.tls.ca), "--auth-supernode-private-key", str(key)]
+        return self._spawn(
+            name,
+            *self.supernode_command,
+            *security,
+            "--superlink",
+            self.address,
+            "--port",  # the SuperNode's own ClientApp API: one port per SuperNode on a machine
+            str(free_port()),
+            "--node-config",
+            node_config,
+        )
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``flwr ARGS`` against this SuperLink (the coordinator's CLI); its output."""
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), *args],
+            env=flower_env(self.home, self.tag),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise UserError(
+                f"flwr {' '.join(args)} failed (exit code {done.returncode}): {plain(done.stdout + done.stderr)}"
             )
+        return done.stdout
 
     def _spawn(self, name: str, *command: str) -> subprocess.Popen:
         log = self.workdir / "logs" / f"{name}.log"
@@ -193,176 +259,3 @@ def _signal(proc: psutil.Process, send) -> None:
         send(proc)
     except psutil.NoSuchProcess:
         pass
-
-
-# ---- the warm SuperNode and ClientApp executor (``python -m fedlib.flower.local ...``) -----------
-
-
-def _fast_sleep(seconds: float = POLL) -> None:
-    """Cut a SuperNode's idle waits: it sleeps 3 s when the SuperLink has no message for
-    it and 0.5 s while it waits for a ClientApp's reply; both become ``seconds``."""
-    import time as real_time
-
-    import flwr.supernode.start_client_internal as supernode_loop
-
-    class _Time:
-        def __getattr__(self, name):
-            return getattr(real_time, name)
-
-        @staticmethod
-        def sleep(s: float) -> None:
-            real_time.sleep(min(s, seconds))
-
-    supernode_loop.time = _Time()  # the module's only use of time is sleep
-
-
-def run_supernode(argv: list[str]) -> None:
-    """``flower-supernode ARGV`` with shorter idle waits and ``--isolation process``, served
-    by a warm ClientApp executor that this process starts as its child (as the stock
-    SuperNode starts ``flower-superexec``); both stop when it stops."""
-    import argparse
-
-    from flwr.supernode.cli.flower_supernode import flower_supernode
-
-    known = argparse.ArgumentParser(add_help=False)
-    known.add_argument("--host", default="127.0.0.1")
-    known.add_argument("--port", default="9094")
-    known.add_argument("--isolation")
-    known.add_argument("--ssl-ca-certfile")  # the Runtime API's TLS, as Flower's own SuperExec gets it
-    args, _ = known.parse_known_args(argv)
-    if args.isolation not in (None, "process"):
-        sys.exit("python -m fedlib.flower.local supernode runs its own ClientApp executor; leave out --isolation.")
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    tls = ["--root-certificates", args.ssl_ca_certfile] if args.ssl_ca_certfile else ["--insecure"]
-    executor = [
-        sys.executable,
-        "-m",
-        MODULE,
-        "clientapp-executor",
-        *tls,
-        "--runtime-api-address",
-        f"{host}:{args.port}",
-        "--parent-pid",
-        str(os.getpid()),
-    ]
-    subprocess.Popen(executor, stdin=subprocess.DEVNULL)  # noqa: S603 -- reaped by init if we die first
-    _fast_sleep()
-    sys.argv = ["flower-supernode", *argv, *([] if args.isolation else ["--isolation", "process"])]
-    flower_supernode()
-
-
-def run_clientapp_executor(argv: list[str]) -> None:
-    """``flower-superexec`` for one SuperNode (``--isolation process``) that forks its
-    ClientApp processes from itself, with the ClientApp module already imported."""
-    import argparse
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="python -m fedlib.flower.local clientapp-executor")
-    parser.add_argument("--runtime-api-address", required=True)
-    parser.add_argument("--insecure", action="store_true")
-    parser.add_argument("--root-certificates")
-    parser.add_argument("--parent-pid", type=int)
-    parser.add_argument("--app-module", default=APP_MODULE)
-    args = parser.parse_args(argv)
-
-    importlib.import_module(args.app_module)  # PyTorch and fedlib, once; every fork inherits them
-    from flwr.supercore.superexec import run_superexec as superexec
-
-    executor = ForkExecutor()
-    superexec.get_executor = lambda *a, **k: executor
-    superexec.run_superexec(
-        runtime_api_address=args.runtime_api_address,
-        insecure=args.insecure,
-        root_certificates_path=args.root_certificates,
-        parent_pid=args.parent_pid,
-        runtime_dependency_install=False,
-    )
-
-
-class ForkExecutor:
-    """A SuperExec executor (flwr.supercore.superexec.executor.types.Executor) that runs a
-    ClientApp task in a forked child calling Flower's ``run_clientapp``, the body of the
-    ``flwr-clientapp`` command; other task types start their command as Flower does."""
-
-    def __init__(self):
-        from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
-
-        self.fallback, self.owner, self.children = SubprocessExecutor(), os.getpid(), set()
-
-    def get_eligible_capacity(self, supported_task_types, **kwargs):
-        return self.fallback.get_eligible_capacity(supported_task_types, **kwargs)
-
-    def wait_for_capacity(self, *args, **kwargs) -> None:
-        self.fallback.wait_for_capacity(*args, **kwargs)
-
-    def launch(self, spec):
-        from flwr.supercore.constant import TaskType
-        from flwr.supercore.superexec.executor.types import LaunchResult
-
-        if spec.task_type != TaskType.CLIENT_APP:
-            return self.fallback.launch(spec)
-        pid = os.fork()
-        if pid == 0:
-            os._exit(_clientapp_child(spec))
-        self.children.add(pid)
-        return LaunchResult.accepted()
-
-    def reconcile(self) -> None:
-        """Reap the children that have ended."""
-        for pid in list(self.children):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.children.discard(pid)
-
-    def close(self) -> None:
-        if os.getpid() == self.owner:
-            self.fallback.close()
-
-
-def _clientapp_child(spec) -> int:
-    """In the forked child: what ``flwr-clientapp --token ...`` would do; its exit code."""
-    from flwr.supercore.exit import exit_handler
-    from flwr.supercore.tls import validate_and_resolve_root_certificates
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
-
-    try:
-        with exit_handler._lock_handlers:  # the parent's handlers close the parent's connections
-            exit_handler.registered_exit_handlers.clear()
-        if spec.suppress_output:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-        run_clientapp(
-            runtime_api_address=spec.runtime_api_address,
-            token=spec.token,
-            insecure=spec.insecure,
-            certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
-            parent_pid=spec.parent_pid,
-            runtime_dependency_install=spec.runtime_dependency_install,
-        )
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 -- the child must never return into the parent's loop
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"supernode": run_supernode, "clientapp-executor": run_clientapp_executor}
-    if not argv or argv[0] not in commands:
-        sys.exit(f"usage: python -m {MODULE} {{{','.join(commands)}}} ARGS...")
-    commands[argv[0]](argv[1:])
-
-
-if __name__ == "__main__":
-    main()
