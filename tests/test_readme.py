@@ -26,3 +26,54 @@ def test_sync_rewrites_a_stale_table(tmp_path):
         "| 1 | 2 |" in (tmp_path / "README.md").read_text() and "| 9 | 9 |" not in (tmp_path / "README.md").read_text()
     )
     assert readme.sync(tmp_path / "README.md", tmp_path) == 0
+
+
+def _block(start: str) -> str:
+    """The README's fenced code block whose first line starts with ``start`` (indentation removed)."""
+    text = (REPO / "README.md").read_text()
+    for chunk in text.split("```")[1::2]:
+        lines = [line.strip() for line in chunk.strip("\n").splitlines()]
+        if lines and lines[0].startswith(start):
+            return "\n".join(lines) + "\n"
+    raise AssertionError(f"no README code block starts with {start!r}")
+
+
+def test_the_several_hospitals_certificate_recipe_works_in_posix_sh(tmp_path):
+    # The SuperLink's own SuperExec connects to 127.0.0.1: the certificate must name it.
+    import ipaddress
+    import shutil
+    import subprocess
+
+    import pytest
+    from cryptography import x509
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    recipe = _block("openssl req -x509")
+    assert "<(" not in recipe  # bash-only process substitution
+    subprocess.run(["sh", "-e", "-c", recipe], cwd=tmp_path, check=True, capture_output=True)
+    cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
+    assert "coordinator.example.org" in names.get_values_for_type(x509.DNSName)
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes()))
+
+
+def test_the_readmes_flwr_run_config_example_is_a_valid_run():
+    import shlex
+
+    from flwr.common.config import parse_config_args
+
+    from fedlib.flower import apps
+
+    command = _block("flwr run fedlib/flower/app").replace("\\\n", " ")
+    words = shlex.split(command)
+    parsed = parse_config_args([words[words.index("--run-config") + 1]])
+    cfg, out, _, _ = apps.run_config_train({"train-config": "{}", "resume": False, "overwrite": False, **parsed})
+    assert (cfg.profile, cfg.rounds, cfg.strategy, cfg.proximal_mu, str(out)) == (
+        "quick",
+        5,
+        "fedprox",
+        0.01,
+        "/srv/runs/r",
+    )
