@@ -4,7 +4,8 @@ Every mode is a ``Trainer`` that does one step (an epoch, or a round) and says w
 checkpoint must hold beyond the loop's own counters. ``train_loop`` does the rest once
 for all of them: resume from the checkpoint, the progress bar, evaluation every
 ``eval_every`` steps, the history row, history.csv, checkpoints every
-``checkpoint_every`` steps, and the elapsed time.
+``checkpoint_every`` steps (written in the background, ``fedlib.checkpoint``), and the
+elapsed time.
 
 A checkpoint records how many rows history.csv had when it was written, so a resumed
 run keeps exactly the rows it had made by then (``resumed_history``), in every mode.
@@ -17,6 +18,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from . import runs
+from .checkpoint import Writer
 from .experiment import Experiment
 
 
@@ -66,25 +68,24 @@ def train_loop(
     start = checkpoint[unit] if checkpoint is not None else 0
     passes = checkpoint["sample_passes"] if checkpoint is not None else 0
     bar = tqdm(range(start, total), desc=desc, unit=unit, initial=start, total=total, disable=not exp.progress)
-    for i in bar:
-        own = trainer.step(i)
-        passes += own.pop("sample_passes")
-        row = {**(key or {}), "round": i + 1, **own, "sample_passes": passes}
-        if (i + 1) % cfg.eval_every == 0 or i + 1 == total:
-            row.update(trainer.evaluate())
-        row["wall_time"] = exp.elapsed()
-        history.append(row)
-        runs.write_history(exp.run_dir / "history.csv", history)
-        if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
-            runs.save_checkpoint(
-                exp.run_dir,
-                {
+    with Writer() as writer:  # leaving waits for the checkpoint in flight: before final.json, or on an error
+        for i in bar:
+            own = trainer.step(i)
+            passes += own.pop("sample_passes")
+            row = {**(key or {}), "round": i + 1, **own, "sample_passes": passes}
+            if (i + 1) % cfg.eval_every == 0 or i + 1 == total:
+                row.update(trainer.evaluate())
+            row["wall_time"] = exp.elapsed()
+            history.append(row)
+            runs.write_history(exp.run_dir / "history.csv", history)
+            if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
+                state = {
                     unit: i + 1,
                     "sample_passes": passes,
                     "wall_time": exp.elapsed(),
                     "history_rows": len(history),
                     **trainer.state(),
                     **(extra or {}),
-                },
-            )
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
+                }
+                writer.submit(exp.run_dir, state)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
