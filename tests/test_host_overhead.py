@@ -120,3 +120,23 @@ def test_cuda_evaluates_in_larger_batches_unless_the_user_chose_one():
     chosen = config.resolve("quick", None, eval_batch_size=48)
     assert config.eval_batch_size(chosen, cuda=True) == 48
     assert config.eval_batch_size(config.resolve("paper", None), cuda=True) == config.CUDA_EVAL_BATCH
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_update_does_not_wait_for_the_gpu_every_batch(arrays):
+    """Counted with PyTorch's sync debug mode: a few waits per call (the uploads, the one
+    loss read), not one or more per batch (10 batches here). Not yet run on a GPU."""
+    import warnings
+
+    gpu = train.pick_hardware("cuda")
+    for resident in (True, False):
+        model = tiny_model().to(gpu.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fit(model, arrays, hw=gpu, resident=resident)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        waits = [w for w in caught if "synchroniz" in str(w.message)]
+        assert len(waits) < 10, [str(w.message) for w in waits]  # fewer than the batches
