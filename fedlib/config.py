@@ -437,6 +437,19 @@ def resolve(profile: str = "paper", file: str | Path | None = None, **overrides)
     return validate(TrainConfig(**values))
 
 
+CUDA_EVAL_BATCH = 256  # evaluation batch on a GPU unless the config chose its own
+
+
+def eval_batch_size(cfg: TrainConfig, cuda: bool) -> int:
+    """The evaluation batch: ``cfg.eval_batch_size``, except on a GPU when it is still the
+    profile's value (not chosen by the user), where a larger batch keeps the GPU busy. The
+    CPU keeps the profile's value, so CPU numbers stay the committed ones."""
+    profile_value = PROFILES.get(cfg.profile, {}).get("eval_batch_size", TrainConfig.eval_batch_size)
+    if cuda and cfg.eval_batch_size == profile_value:
+        return max(CUDA_EVAL_BATCH, profile_value)
+    return cfg.eval_batch_size
+
+
 # What --resume may change: how the run is executed and how far it goes, not what it learns.
 # min_clients and round_retries are here because RoundFailed advises changing them and resuming;
 # data and data_dir because a moved data set is still checked against the run's fingerprint.

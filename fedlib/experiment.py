@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import TrainConfig, eval_batch_size
 from .data.covidx import Layout
 from .data.identity import fingerprint
 from .data.resolve import Dataset, load_dataset
@@ -65,9 +65,8 @@ class Experiment:
         return out
 
     def _evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
-        return evaluate(
-            model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw, batch_size=self.cfg.eval_batch_size
-        )
+        batch = eval_batch_size(self.cfg, cuda=self.hw.device.type == "cuda")
+        return evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw, batch_size=batch)
 
     def _eval_splits(self, train_idx: np.ndarray | None = None):
         d = self.data

@@ -2,9 +2,11 @@
 
 Every mode is a ``Trainer`` that does one step (an epoch, or a round) and says what a
 checkpoint must hold beyond the loop's own counters. ``train_loop`` does the rest once
-for all of them: resume from the checkpoint, the progress bar, evaluation every
+for all of them: resume from the checkpoint, the progress bar and the one-line status in
+the run folder's ``progress`` file, evaluation every
 ``eval_every`` steps, the history row, history.csv, checkpoints every
-``checkpoint_every`` steps, and the elapsed time.
+``checkpoint_every`` steps (written in the background, ``fedlib.checkpoint``), and the
+elapsed time.
 
 A checkpoint records how many rows history.csv had when it was written, so a resumed
 run keeps exactly the rows it had made by then (``resumed_history``), in every mode.
@@ -17,6 +19,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from . import runs
+from .checkpoint import Writer
 from .experiment import Experiment
 
 
@@ -66,25 +69,62 @@ def train_loop(
     start = checkpoint[unit] if checkpoint is not None else 0
     passes = checkpoint["sample_passes"] if checkpoint is not None else 0
     bar = tqdm(range(start, total), desc=desc, unit=unit, initial=start, total=total, disable=not exp.progress)
-    for i in bar:
-        own = trainer.step(i)
-        passes += own.pop("sample_passes")
-        row = {**(key or {}), "round": i + 1, **own, "sample_passes": passes}
-        if (i + 1) % cfg.eval_every == 0 or i + 1 == total:
-            row.update(trainer.evaluate())
-        row["wall_time"] = exp.elapsed()
-        history.append(row)
-        runs.write_history(exp.run_dir / "history.csv", history)
-        if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
-            runs.save_checkpoint(
-                exp.run_dir,
-                {
+    status = Status(exp, f"{desc}: {unit}", start, total)
+    with Writer() as writer:  # leaving waits for the checkpoint in flight: before final.json, or on an error
+        for i in bar:
+            own = trainer.step(i)
+            passes += own.pop("sample_passes")
+            row = {**(key or {}), "round": i + 1, **own, "sample_passes": passes}
+            if (i + 1) % cfg.eval_every == 0 or i + 1 == total:
+                row.update(trainer.evaluate())
+            row["wall_time"] = exp.elapsed()
+            history.append(row)
+            runs.write_history(exp.run_dir / "history.csv", history)
+            if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
+                state = {
                     unit: i + 1,
                     "sample_passes": passes,
                     "wall_time": exp.elapsed(),
                     "history_rows": len(history),
                     **trainer.state(),
                     **(extra or {}),
-                },
-            )
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('test_accuracy', float('nan')):.3f}")
+                }
+                writer.submit(exp.run_dir, state)
+            bar.set_postfix(**status.update(i + 1, row))
+
+
+class Status:
+    """After each step: the progress bar's figures, and the one-line status in the run
+    folder's ``progress`` file (what ``fedlib reproduce`` shows while a notebook trains)."""
+
+    def __init__(self, exp: Experiment, what: str, start: int, total: int):
+        self.exp, self.what, self.start, self.total = exp, what, start, total
+        self.began, self.accuracy = exp.elapsed(), None
+
+    def update(self, done: int, row: dict) -> dict:
+        """Write the status after step ``done`` (1-based) with history row ``row``; returns the bar's postfix."""
+        self.accuracy = row.get("test_accuracy", self.accuracy)  # the last evaluation's
+        elapsed = row["wall_time"]
+        left = (elapsed - self.began) / (done - self.start) * (self.total - done)  # at this session's pace
+        line = progress_line(self.what, done, self.total, row["train_loss"], self.accuracy, elapsed, left)
+        runs.atomic_write_text(self.exp.run_dir / runs.PROGRESS, line + "\n")
+        acc = self.accuracy if self.accuracy is not None else float("nan")
+        return {"loss": f"{row['train_loss']:.3f}", "acc": f"{acc:.3f}"}  # tqdm shows them sorted
+
+
+def progress_line(
+    what: str, done: int, total: int, loss: float, accuracy: float | None, elapsed: float, left: float
+) -> str:
+    """``<what> 3/12, train loss 0.912, test accuracy 0.540, 1:02 elapsed, about 3:40 left``."""
+    acc = f"{accuracy:.3f}" if accuracy is not None else "-"
+    return (
+        f"{what} {done}/{total}, train loss {loss:.3f}, test accuracy {acc}, "
+        f"{clock(elapsed)} elapsed, about {clock(left)} left"
+    )
+
+
+def clock(seconds: float) -> str:
+    """4:05 or 1:02:03."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -26,11 +26,15 @@ import dataclasses
 import json
 import os
 import re
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, results
+from tqdm import tqdm
+
+from . import config, results, runs
 from .errors import UserError
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -265,26 +269,75 @@ def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False,
     return run(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def execute(notebook: Path, report: Path, parameters: dict, *, progress: bool = True) -> Path:
-    """Run one notebook with papermill into ``report`` (atomically); failures raise UserError."""
+def _show(line: str) -> None:
+    tqdm.write(f"    {line}")  # above papermill's cell counter, which tqdm redraws below
+
+
+@contextmanager
+def watch_progress(run_dir: Path, show=_show, interval: float = 2.0):
+    """Show each new status line of the run training into ``run_dir`` (its ``progress`` file,
+    ``fedlib.loop``) while the block runs, from a thread that looks every ``interval`` seconds,
+    and once more at the end. A line that was there before the block began is not shown."""
+    paths = runs.progress_files(run_dir)
+    stale = {path: _read_line(path) for path in paths}
+    shown = [None]
+
+    def look() -> None:
+        for path in paths:
+            line = _read_line(path)
+            if line and line != stale[path] and line != shown[0]:
+                shown[0] = line
+                show(line)
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(interval):
+            look()
+
+    thread = threading.Thread(target=poll, name="fedlib-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        look()
+
+
+def _read_line(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # not written yet, or its folder renamed meanwhile
+        return None
+
+
+def execute(
+    notebook: Path, report: Path, parameters: dict, *, progress: bool = True, run_dir: Path | None = None
+) -> Path:
+    """Run one notebook with papermill into ``report`` (atomically); failures raise UserError.
+    With ``run_dir`` (a training notebook's run) and ``progress``, its status lines are shown
+    as it trains (``watch_progress``): papermill shows only its cell counter."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     report.parent.mkdir(parents=True, exist_ok=True)
     running = report.with_name(f".{report.stem}.running.ipynb")
     failed = report.with_name(f"{report.stem}.failed.ipynb")
+    watching = watch_progress(run_dir) if progress and run_dir is not None else nullcontext()
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(running),
-            parameters=parameters,
-            kernel_name=KERNEL,
-            progress_bar=progress,
-            log_output=False,
-            cwd=os.getcwd(),
-            # the kernel's own start-up warnings would interleave with our progress
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        with watching:
+            pm.execute_notebook(
+                str(notebook),
+                str(running),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                progress_bar=progress,
+                log_output=False,
+                cwd=os.getcwd(),
+                # the kernel's own start-up warnings would interleave with our progress
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
     except PapermillExecutionError as err:
         os.replace(running, failed)
         lines = [line.strip() for line in err.source.splitlines() if line.strip()]
@@ -424,6 +477,7 @@ def reproduce(
                 report_dir / f"{step.report}.ipynb",
                 step.parameters,
                 progress=progress,
+                run_dir=step.run_dir,
             )
         )
     print(f"data set:           {dataset.tag} ({dataset.root})")

@@ -5,6 +5,7 @@ runs/<name>/
   config.json        the resolved TrainConfig (enough to re-run)
   history.csv        one row per round (federated) or epoch (pooled, local)
   final.json         final train (no augmentation) and test metrics; its presence marks a finished run
+  progress           one line: the step done of the steps, losses, accuracy, time elapsed and left
   .fedlib-run        marker: this folder is a fedlib run (what --overwrite may replace)
   checkpoints/last.pt       model, optimizer and server state, progress
   checkpoints/previous.pt   the checkpoint before last.pt, kept in case last.pt is damaged
@@ -161,10 +162,20 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         raise UserError(f"checkpoint {last} is damaged ({type(exc).__name__}); {hint}.") from None
 
 
+PROGRESS = "progress"  # the run's one-line status, rewritten after each round or epoch (fedlib.loop)
 MARKER = ".fedlib-run"  # written first into every run folder: what --overwrite may replace
 # What a run folder holds; a folder of only these (and config.json) is a run of an older fedlib
 # that had no marker yet.
-RUN_ENTRIES = {MARKER, "config.json", "history.csv", "clients.csv", "final.json", "checkpoints", "gradcam.png"}
+RUN_ENTRIES = {
+    MARKER,
+    "config.json",
+    "history.csv",
+    "clients.csv",
+    "final.json",
+    "checkpoints",
+    "gradcam.png",
+    PROGRESS,
+}
 
 
 def is_run_folder(path: Path) -> bool:
@@ -231,6 +242,13 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=())
             f"{run_dir} already holds an unfinished run; pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out."
         )
+
+
+def progress_files(run_dir: Path) -> tuple[Path, Path]:
+    """Where a run into ``run_dir`` writes its status line: in place, or in the replacement
+    that --overwrite trains beside the run (``transaction``)."""
+    _, replacing, _ = _siblings(Path(run_dir))
+    return Path(run_dir) / PROGRESS, replacing / PROGRESS
 
 
 def _siblings(run_dir: Path) -> tuple[Path, Path, Path]:

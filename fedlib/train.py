@@ -85,6 +85,32 @@ def _to_device(images: np.ndarray, idx: np.ndarray, hw: Hardware) -> torch.Tenso
     return batch.to(hw.device, non_blocking=hw.non_blocking)
 
 
+# A call's images stay on the GPU while they take at most this share of its free memory.
+RESIDENT_SHARE = 0.25
+
+
+def _resident_images(images: np.ndarray, indices: np.ndarray, hw: Hardware, resident: bool | None):
+    """``images[indices]`` (uint8) moved to the device once for a whole call, or None for
+    today's path (one host copy per batch). ``resident`` None decides: on CUDA when they fit
+    in ``RESIDENT_SHARE`` of the free memory; never on the CPU (the array is already there)."""
+    if resident is None:
+        resident = hw.device.type == "cuda" and _fits_on_gpu(len(indices) * images[:1].nbytes, hw.device)
+    if not resident:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(images[indices])).to(hw.device)
+
+
+def _fits_on_gpu(nbytes: int, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE * free
+
+
+def _positions(indices: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Where each of ``idx`` sits in ``indices`` (a repeated index: any of its places, same image)."""
+    order = np.argsort(indices, kind="stable")
+    return order[np.searchsorted(indices[order], idx)]
+
+
 def _autocast(hw: Hardware):
     return torch.autocast(hw.device.type, dtype=torch.bfloat16) if hw.amp else nullcontext()
 
@@ -120,6 +146,7 @@ def local_train(
     dp=None,
     class_weight: np.ndarray | None = None,
     proximal_mu: float = 0.0,
+    resident: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
 
@@ -131,7 +158,9 @@ def local_train(
     ``proximal_term`` towards the weights ``model`` holds when called (the global model);
     the reported loss stays the data loss (cross-entropy) alone. Opacus would drop that
     term's gradient, so ``dp`` with ``proximal_mu`` > 0 is refused. Returns the mean loss
-    and the optimizer state.
+    and the optimizer state. ``resident`` is internal (tests, benchmarks): True or False forces
+    whether the images move to the device once for the call (``_resident_images``); the
+    weights and the loss are the same either way.
     """
     if not proximal_mu >= 0:
         raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
@@ -163,8 +192,9 @@ def local_train(
         )
     try:
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=hw.device)
+        store = _resident_images(images, indices, hw, resident)
         total, count = _epochs(
-            net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight, prox
+            net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight, prox, store
         )
     finally:
         if dp is not None:
@@ -194,32 +224,56 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def _epochs(
-    model, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight=None, prox=None
+    model,
+    optimizer,
+    images,
+    labels,
+    indices,
+    epochs,
+    batch_size,
+    image_size,
+    seed,
+    hw,
+    weight=None,
+    prox=None,
+    store=None,
 ) -> tuple[float, int]:
+    """The loss summed over images (a mean per batch times its size) and the image count.
+    Nothing waits for the device inside: the sum accumulates there in float64, which gives
+    the very double that adding ``loss.item() * len(idx)`` on the host gave, and is read once.
+    ``store``: the call's images on the device (``_resident_images``), or None."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
-    total, count = 0.0, 0
+    plan = [idx for _ in range(epochs) for idx in batches(indices, batch_size, rng)]  # rng draws as before
+    if not plan:
+        return 0.0, 0
+    flat = np.concatenate(plan)
+    ys = torch.from_numpy(labels[flat]).to(hw.device, non_blocking=hw.non_blocking)  # one copy for the call
+    where = None if store is None else torch.from_numpy(_positions(indices, flat)).to(hw.device)
+    total = torch.zeros((), dtype=torch.float64, device=hw.device)
+    count = 0
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)  # dropout; fork_rng restores the caller's global state afterwards
-        for _ in range(epochs):
-            for idx in batches(indices, batch_size, rng):
-                x = _prepare_input(augment_batch(_to_device(images, idx, hw), image_size, gen), hw)
-                y = torch.from_numpy(labels[idx]).to(hw.device, non_blocking=hw.non_blocking)
-                optimizer.zero_grad(set_to_none=True)  # before the forward pass, as Opacus needs
-                with _autocast(hw):
-                    if weight is None:
-                        loss = F.cross_entropy(model(x), y)
-                    else:  # a mean over images of weighted losses: DP-SGD's per-sample view stays valid
-                        loss = (F.cross_entropy(model(x), y, reduction="none") * weight[y]).mean()
-                if prox is None:
-                    loss.backward()
-                else:  # FedProx: the term steers the step; the reported loss stays the data loss
-                    (loss + prox()).backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-    return total, count
+        for idx in plan:
+            n = len(idx)
+            raw = _to_device(images, idx, hw) if store is None else store[where[count : count + n]]
+            x = _prepare_input(augment_batch(raw, image_size, gen), hw)
+            y = ys[count : count + n]
+            optimizer.zero_grad(set_to_none=True)  # before the forward pass, as Opacus needs
+            with _autocast(hw):
+                if weight is None:
+                    loss = F.cross_entropy(model(x), y)
+                else:  # a mean over images of weighted losses: DP-SGD's per-sample view stays valid
+                    loss = (F.cross_entropy(model(x), y, reduction="none") * weight[y]).mean()
+            if prox is None:
+                loss.backward()
+            else:  # FedProx: the term steers the step; the reported loss stays the data loss
+                (loss + prox()).backward()
+            optimizer.step()
+            total += loss.detach().double() * n
+            count += n
+    return total.item(), count
 
 
 @torch.no_grad()
@@ -233,23 +287,32 @@ def evaluate(
     hw: Hardware,
     batch_size: int = 64,
     num_classes: int = 3,
+    resident: bool | None = None,
 ) -> EvalResult:
-    """Loss and confusion matrix without augmentation; leaves the model's train/eval mode as found."""
+    """Loss and confusion matrix without augmentation; leaves the model's train/eval mode as found.
+    Both accumulate on the device and are read once; ``resident`` as in ``local_train``."""
     was_training = model.training
     model.eval()
     if indices is None:
         indices = np.arange(len(labels))
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    total = 0.0
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=hw.device)
+    total = torch.zeros((), dtype=torch.float64, device=hw.device)
     try:
+        store = _resident_images(images, indices, hw, resident)
+        ys = torch.from_numpy(labels[indices]).to(hw.device, non_blocking=hw.non_blocking)
+        start = 0
         for idx in batches(indices, batch_size, rng=None):
-            x = _prepare_input(eval_batch(_to_device(images, idx, hw), image_size), hw)
-            y = torch.from_numpy(labels[idx]).to(hw.device)
+            end = start + len(idx)
+            raw = _to_device(images, idx, hw) if store is None else store[start:end]
+            x = _prepare_input(eval_batch(raw, image_size), hw)
+            y = ys[start:end]
             with _autocast(hw):
                 logits = model(x)
-            total += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            pairs = y.cpu() * num_classes + logits.argmax(1).cpu()
-            confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, num_classes)
+            total += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            pairs = y * num_classes + logits.argmax(1)
+            confusion.index_add_(0, pairs, torch.ones_like(pairs))  # bincount would wait for the GPU
+            start = end
     finally:
         model.train(was_training)
-    return EvalResult(loss=total / max(len(indices), 1), confusion=confusion.numpy())
+    matrix = confusion.view(num_classes, num_classes).cpu().numpy()
+    return EvalResult(loss=total.item() / max(len(indices), 1), confusion=matrix)

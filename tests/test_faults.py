@@ -207,6 +207,52 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(data_config, un
     assert history_without_time(full) == history_without_time(cut)
 
 
+# The CLI with round 2's checkpoint stuck half-written in the background writer: the
+# process is killed with that write in flight.
+STUCK_WRITE = """
+import io, sys, threading
+from pathlib import Path
+import torch
+from fedlib import runs
+from fedlib.cli import main
+real, calls = runs.save_torch, []
+def save_torch(path, obj):
+    calls.append(Path(path).name)
+    if calls[-1] != "next.pt" or calls.count("next.pt") != 2:
+        return real(path, obj)
+    def half(fh):
+        data = io.BytesIO()
+        torch.save(obj, data)
+        fh.write(data.getvalue()[: len(data.getvalue()) // 2])
+        fh.flush()
+        Path(sys.argv[1]).touch()
+        threading.Event().wait()
+    runs.atomic_write(path, half)
+runs.save_torch = save_torch
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigkill_during_a_background_checkpoint_write_keeps_the_one_before(data_config, uninterrupted, tmp_path):
+    full, cut, stuck = uninterrupted, tmp_path / "cut", tmp_path / "stuck"
+    argv = [sys.executable, "-c", STUCK_WRITE, str(stuck), *_train_argv(data_config, cut)[3:]]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(stuck.exists, proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    partial = list((cut / "checkpoints").glob(".next.pt.*.tmp"))
+    assert len(partial) == 1  # round 2's checkpoint, half written when killed
+    assert runs.load_checkpoint(cut)["round"] == 1  # round 1's is intact
+    assert len(runs.read_history(cut / "history.csv")) >= 2  # rows that the resume must drop
+    resumed = subprocess.run(_train_argv(data_config, cut, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(weights(full), weights(cut))
+    assert history_without_time(full) == history_without_time(cut)
+
+
 def test_a_damaged_checkpoint_names_the_good_one(data_dir, tmp_path, capsys):
     cfg = smoke(data_dir, rounds=3)
     run(cfg, tmp_path / "r", progress=False)

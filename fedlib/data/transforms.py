@@ -15,6 +15,7 @@ generator state gives the same batch on CPU and on CUDA.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -71,9 +72,17 @@ def _resize(x: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = _statistics(x.device, x.dtype)
     return x.sub_(mean).div_(std).contiguous()
+
+
+@functools.cache
+def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std as (1, 3, 1, 1) tensors, made once per device: a tensor made from
+    a list on a GPU waits for the GPU, which a copy per batch made the host do every batch."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1)
+    return mean, std
 
 
 def augment_batch(images: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
