@@ -1,21 +1,27 @@
-"""Flower overhead: the same FedAvg job in-process, in Flower's simulation and on a
-loopback deployment (a SuperLink and one SuperNode per client, real processes).
+"""Flower's cost per round: the same FedAvg job in-process and on a loopback deployment
+(a SuperLink with TLS and SuperNode authentication, one SuperNode per client: stock
+``flower-supernode``, then fedlib's warm ones), back to back on one machine.
 
-The job is the quick profile's ResNet18 for 10 rounds on synthetic data; each
-engine runs it once, in that order, after a warm-up that writes the data and
-its cache. Wall time is measured around the whole call, so Flower's start-up
-(Ray; the SuperLink and SuperNodes) counts against it. The script also prints
-the largest weight difference between the engines' final models.
+Two jobs, 2 clients, both trained every round:
+- ``fixed``: the smoke profile (32 px, 16 images a client): training is negligible, so a
+  deployment round minus an in-process round is Flower's fixed cost per round (moving the
+  model both ways, ClientApp start, polls);
+- ``realistic``: the quick profile's ResNet18 at 64 px with as many local epochs as make
+  ``--local-seconds`` of training per client and round in-process (20 s: about what a
+  paper-scale round takes a client on a GPU, BENCHMARKS.md).
 
-The deployment's SuperNodes are LocalFederation's warm ones (fedlib's ClientApp
-executor, short idle waits); ``--stock-supernodes`` runs plain ``flower-supernode``.
+A round's time is read from history.csv (``wall_time`` at the end of each round); the
+steady round is the median of rounds 2 to R-1 (round 1 has the start-up, the last one the
+evaluation). Whole-run times include Flower's start-up and shutdown. The script also
+checks that every engine ends with the in-process weights.
 
-    python benchmarks/flower_overhead.py [--model resnet18 --rounds 10 --stock-supernodes]
+    python benchmarks/flower_overhead.py [--local-seconds 20] [--rounds 5] [--supernodes stock warm]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,47 +31,92 @@ from fedlib.flower import LocalFederation, run_flower
 from fedlib.launch import run
 
 
-def max_difference(a: Path, b: Path) -> float:
+def round_seconds(run_dir: Path) -> list[float]:
+    walls = [float(row["wall_time"]) for row in runs.read_history(run_dir / "history.csv")]
+    return [b - a for a, b in zip([0.0, *walls], walls, strict=False)]
+
+
+def steady(run_dir: Path) -> float:
+    return statistics.median(round_seconds(run_dir)[1:-1])
+
+
+def same_weights(a: Path, b: Path) -> bool:
     wa, wb = runs.load_checkpoint(a)["model"], runs.load_checkpoint(b)["model"]
-    return max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa)
+    return all(wa[k].equal(wb[k]) for k in wa)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(name: str, cfg, tmp: Path, modes: list[str]) -> list[tuple]:
+    rows = []
+    base = tmp / f"{name}-inprocess"
+    whole = timed(lambda: run(cfg, base, progress=False))
+    rows.append((name, "in-process", steady(base), 0.0, whole, 1.0, 1.0, True))
+    for mode in modes:
+        out = tmp / f"{name}-{mode}"
+
+        def deploy(out=out, mode=mode):
+            with LocalFederation(cfg.clients, tmp / f"federation-{name}-{mode}", warm=mode == "warm") as fed:
+                run_flower(
+                    config.replace(cfg, engine="flower"),
+                    out,
+                    progress=False,
+                    superlink=fed.address,
+                    root_certificates=fed.root_certificates,
+                )
+
+        seconds = timed(deploy)
+        per_round = steady(out)
+        rows.append(
+            (
+                name,
+                f"flower {mode}",
+                per_round,
+                per_round - rows[0][2],
+                seconds,
+                per_round / rows[0][2],
+                seconds / whole,
+                same_weights(base, out),
+            )
+        )
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--local-seconds", type=float, default=20.0, help="in-process training per client and round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--supernodes", nargs="+", default=["stock", "warm"], choices=["stock", "warm"])
     ap.add_argument("--data-dir", default="data")
-    ap.add_argument(
-        "--stock-supernodes",
-        action="store_true",
-        help="plain flower-supernode (a new ClientApp process per message, 3 s polling)",
-    )
     args = ap.parse_args()
-    cfg = config.resolve("quick", model=args.model, rounds=args.rounds, data_dir=args.data_dir)
-    times: dict[str, float] = {}
+    both = dict(clients=2, fraction=1.0, rounds=args.rounds, eval_every=args.rounds, client_timeout=3600.0)
+    fixed = config.resolve("smoke", data_dir=args.data_dir, **both)
+    quick = config.resolve("quick", model="resnet18", data_dir=args.data_dir, **both)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run(config.replace(cfg, rounds=1), tmp / "warmup", progress=False)  # data + cache
-        start = time.perf_counter()
-        run(cfg, tmp / "inprocess", progress=False)
-        times["inprocess"] = time.perf_counter() - start
-        start = time.perf_counter()
-        run_flower(config.replace(cfg, engine="flower-sim"), tmp / "flower-sim", progress=False)
-        times["flower-sim"] = time.perf_counter() - start
-        start = time.perf_counter()
-        with LocalFederation(cfg.clients, tmp / "federation", warm=not args.stock_supernodes) as fed:
-            run_flower(config.replace(cfg, engine="flower"), tmp / "flower", progress=False, superlink=fed.address)
-        times["flower"] = time.perf_counter() - start
-        diffs = {e: max_difference(tmp / "inprocess", tmp / e) for e in ("flower-sim", "flower")}
+        probe = config.replace(quick, rounds=3, eval_every=3, local_epochs=1)
+        run(probe, tmp / "probe", progress=False)  # writes the data and its cache; times one local epoch
+        epoch = steady(tmp / "probe") / quick.clients
+        epochs = max(1, round(args.local_seconds / epoch))
+        realistic = config.replace(quick, local_epochs=epochs)
+        print(
+            f"2 clients a round, {args.rounds} rounds; realistic job: ResNet18 quick, {epochs} local epochs "
+            f"({epoch:.1f} s each in-process, so about {epochs * epoch:.0f} s a client and round)"
+        )
+        rows = measure("fixed", fixed, tmp, args.supernodes) + measure("realistic", realistic, tmp, args.supernodes)
     print(
-        f"model {args.model}, quick profile, {cfg.clients} clients, {cfg.clients_per_round} per round, "
-        f"{args.rounds} rounds, {'stock' if args.stock_supernodes else 'warm'} SuperNodes"
+        f"{'job':<10} {'engine':<13} {'round s':>8} {'overhead s':>10} {'whole s':>8} "
+        f"{'round ratio':>11} {'whole ratio':>11}  same weights"
     )
-    for engine, seconds in times.items():
-        print(f"{engine:<11} wall {seconds:8.2f} s")
-    print(f"ratio flower-sim / inprocess = {times['flower-sim'] / times['inprocess']:.3f}  (target <= 1.15)")
-    print(f"ratio flower     / inprocess = {times['flower'] / times['inprocess']:.3f}  (target <= 1.3)")
-    print("largest weight difference to in-process: " + ", ".join(f"{e} {d:.3g}" for e, d in diffs.items()))
+    for name, engine, per_round, overhead, whole, ratio_round, ratio_whole, same in rows:
+        print(
+            f"{name:<10} {engine:<13} {per_round:8.2f} {overhead:10.2f} {whole:8.1f} "
+            f"{ratio_round:11.3f} {ratio_whole:11.3f}  {same}"
+        )
 
 
 if __name__ == "__main__":

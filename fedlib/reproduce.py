@@ -26,9 +26,8 @@ import dataclasses
 import json
 import os
 import re
-import threading
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,45 +272,6 @@ def _show(line: str) -> None:
     tqdm.write(f"    {line}")  # above papermill's cell counter, which tqdm redraws below
 
 
-@contextmanager
-def watch_progress(run_dir: Path, show=_show, interval: float = 2.0):
-    """Show each new status line of the run training into ``run_dir`` (its ``progress`` file,
-    ``fedlib.loop``) while the block runs, from a thread that looks every ``interval`` seconds,
-    and once more at the end. A line that was there before the block began is not shown."""
-    paths = runs.progress_files(run_dir)
-    stale = {path: _read_line(path) for path in paths}
-    shown = [None]
-
-    def look() -> None:
-        for path in paths:
-            line = _read_line(path)
-            if line and line != stale[path] and line != shown[0]:
-                shown[0] = line
-                show(line)
-
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(interval):
-            look()
-
-    thread = threading.Thread(target=poll, name="fedlib-progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        look()
-
-
-def _read_line(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:  # not written yet, or its folder renamed meanwhile
-        return None
-
-
 def execute(
     notebook: Path, report: Path, parameters: dict, *, progress: bool = True, run_dir: Path | None = None
 ) -> Path:
@@ -324,7 +284,7 @@ def execute(
     report.parent.mkdir(parents=True, exist_ok=True)
     running = report.with_name(f".{report.stem}.running.ipynb")
     failed = report.with_name(f"{report.stem}.failed.ipynb")
-    watching = watch_progress(run_dir) if progress and run_dir is not None else nullcontext()
+    watching = runs.watch_progress(run_dir, _show) if progress and run_dir is not None else nullcontext()
     try:
         with watching:
             pm.execute_notebook(

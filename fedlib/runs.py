@@ -329,3 +329,42 @@ def transaction(run_dir: Path, *, resume: bool):
 
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "final.json").exists()
+
+
+@contextlib.contextmanager
+def watch_progress(run_dir: Path, show, interval: float = 2.0):
+    """Show each new status line of the run training into ``run_dir`` (its ``progress`` file,
+    ``fedlib.loop``) while the block runs, from a thread that looks every ``interval`` seconds,
+    and once more at the end. A line that was there before the block began is not shown."""
+    paths = progress_files(run_dir)
+    stale = {path: _read_line(path) for path in paths}
+    shown = [None]
+
+    def look() -> None:
+        for path in paths:
+            line = _read_line(path)
+            if line and line != stale[path] and line != shown[0]:
+                shown[0] = line
+                show(line)
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(interval):
+            look()
+
+    thread = threading.Thread(target=poll, name="fedlib-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        look()
+
+
+def _read_line(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # not written yet, or its folder renamed meanwhile
+        return None

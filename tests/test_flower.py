@@ -12,7 +12,7 @@ from conftest import assert_same_weights, history_without_time, smoke, weights
 from fedlib import config, runs
 from fedlib.client import InjectedFault, Update
 from fedlib.errors import UserError
-from fedlib.flower import LocalFederation, run_flower
+from fedlib.flower import LocalFederation, apps, run_flower
 from fedlib.flower.apps import failure_reason
 from fedlib.flower.local import tagged
 from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
@@ -83,16 +83,15 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
     assert final["test"]["n"] == cfg.synth_n_test
 
 
-def submit(cfg, out, fed, **kw):
+def submit(cfg, out, fed, progress=False):
     """``fedlib train --engine flower`` against the loopback federation, over its TLS."""
     return run_flower(
         config.replace(cfg, engine="flower"),
         out,
-        progress=False,
+        progress=progress,
         superlink=fed.address,
         root_certificates=fed.root_certificates,
         timeout=DEADLINE,
-        **kw,
     )
 
 
@@ -124,7 +123,7 @@ def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path)
     )
 
 
-def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp_path):
+def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp_path, capsys):
     # Two hospitals with their own COVIDx folders, never read before: each stock SuperNode's
     # ClientApp builds the image cache itself (on worker processes: 36 images each), then trains.
     from conftest import write_covidx
@@ -138,8 +137,10 @@ def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp
     cfg = config.resolve("smoke", data=str(evaluation), rounds=1, clients=2, fraction=1.0, client_timeout=120.0)
     nodes = [f'partition-id={i} data-dir="{h}"' for i, h in enumerate(hospitals)]
     with LocalFederation(2, tmp_path / "flower", start_timeout=60, node_configs=nodes) as fed:
-        submit(cfg, tmp_path / "r", fed)
+        submit(cfg, tmp_path / "r", fed, progress=True)
     assert tagged(fed.tag) == []
+    shown = capsys.readouterr().err  # the ServerApp's log, and the run's status after its round
+    assert apps.STARTED_MARK in shown and "fedlib: fedavg resnet18: round 1/1, train loss" in shown
     answers = runs.read_history(tmp_path / "r" / "clients.csv")
     sizes = [
         len(load_site(json.dumps(config.to_dict(cfg)), json.dumps({"partition-id": 0, "data-dir": str(h)}))[1])

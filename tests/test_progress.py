@@ -31,7 +31,7 @@ def test_the_status_line_says_where_the_run_is_and_how_long_it_has_left():
 def test_reproduce_shows_the_lines_of_a_run_as_it_trains(data_dir, tmp_path):
     shown = []
     out = tmp_path / "r"
-    with reproduce.watch_progress(out, show=shown.append, interval=0.01):
+    with runs.watch_progress(out, show=shown.append, interval=0.01):
         run(smoke(data_dir, rounds=2), out, progress=False)
     assert shown, "no line was shown"
     assert all(LINE.match(line) for line in shown), shown
@@ -47,10 +47,10 @@ def test_a_line_from_before_is_not_shown_and_a_replacement_is_followed(tmp_path)
     in_place, replacing = runs.progress_files(run_dir)
     runs.atomic_write_text(in_place, "the earlier run: round 12/12\n")
     shown = []
-    with reproduce.watch_progress(run_dir, show=shown.append, interval=3600):  # looks once, at the end
+    with runs.watch_progress(run_dir, show=shown.append, interval=3600):  # looks once, at the end
         runs.atomic_write_text(replacing, "the new run: round 1/12\n")  # --overwrite trains beside it
     assert shown == ["the new run: round 1/12"]
-    with reproduce.watch_progress(run_dir, show=shown.append, interval=3600):
+    with runs.watch_progress(run_dir, show=shown.append, interval=3600):
         pass
     assert shown == ["the new run: round 1/12"]  # nothing new
 

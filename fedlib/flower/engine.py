@@ -9,6 +9,7 @@ and writes the run directory there. Either way the run directory is written by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,7 +164,11 @@ def submit(
             str(run_config),
             "--stream",
         ]
-        code, tail, stopped = _follow(command, flower_env(home), progress, timeout)
+        # The ServerApp writes the run folder; on the coordinator (where it lives) its status
+        # line after each round is shown here, between Flower's log lines.
+        watching = runs.watch_progress(out, _show) if progress else contextlib.nullcontext()
+        with watching:
+            code, tail, stopped = _follow(command, flower_env(home), progress, timeout)
     errors = [line.split(ERROR_MARK, 1)[1].strip() for line in tail if ERROR_MARK in line]
     if errors:
         raise UserError(plain(errors[-1]))
@@ -182,6 +187,10 @@ def submit(
             f"the Flower run ended (flwr exit code {code}) without writing {out / 'final.json'}; "
             f"its log ends with: {plain(' | '.join(line.strip() for line in tail[-5:]))}"
         )
+
+
+def _show(line: str) -> None:
+    print(f"fedlib: {line}", file=sys.stderr, flush=True)
 
 
 def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) -> tuple[int, list[str], str | None]:
