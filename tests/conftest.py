@@ -126,3 +126,13 @@ def history_without_time(run_dir) -> list[dict]:
     return [
         {k: v for k, v in row.items() if k != "wall_time"} for row in runs.read_history(Path(run_dir) / "history.csv")
     ]
+
+
+def readme_block(start: str) -> str:
+    """The README's fenced code block whose first line starts with ``start`` (indentation removed)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for chunk in text.split("```")[1::2]:
+        lines = [line.strip() for line in chunk.strip("\n").splitlines()]
+        if lines and lines[0].startswith(start):
+            return "\n".join(lines) + "\n"
+    raise AssertionError(f"no README code block starts with {start!r}")

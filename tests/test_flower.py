@@ -2,6 +2,8 @@
 loopback deployment (SuperLink + SuperNodes) with the in-process engine."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -278,3 +280,80 @@ def test_a_supernode_killed_mid_run_is_dropped_and_one_that_comes_back_is_used_a
     ]
     assert "Node Unavailable" in final[5]["reason"] or final[5]["reason"].startswith("timeout")
     assert runs.load_checkpoint(out)["strategy"]["strategy"] == "fedadam"  # the server optimizer's state is kept
+
+
+def test_behind_the_readmes_fleet_gateway_hospitals_train_but_cannot_use_the_control_api(data_dir, tmp_path):
+    # The README's nginx block, as written but for names, paths and ports: SuperNodes reach the
+    # SuperLink only through it; `flwr` through it is refused, and works from the coordinator.
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from conftest import readme_block
+
+    from fedlib.flower.local import CONNECTION, flower_env, free_port, write_connection
+
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        pytest.skip("nginx is not installed (.ci/run installs nginx-light)")
+    cfg = smoke(data_dir, rounds=1, clients=2, fraction=1.0, client_timeout=120.0)
+    with LocalFederation(0, tmp_path / "flower", start_timeout=60) as fed:
+        port, certs = free_port(), fed.workdir / "certs"
+        server = readme_block("server {")
+        for old, new in [
+            ("listen 8443", f"listen 127.0.0.1:{port}"),
+            ("127.0.0.1:8000", fed.address),
+            ("/path/to/server.pem", str(certs / "server.pem")),
+            ("/path/to/server.key", str(certs / "server.key")),
+            ("/path/to/ca.crt", str(certs / "ca.crt")),
+            ("coordinator.example.org", "localhost"),
+        ]:
+            assert old in server
+            server = server.replace(old, new)
+        prefix = tmp_path / "nginx"
+        (prefix / "logs").mkdir(parents=True)
+        (prefix / "nginx.conf").write_text(
+            f"pid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\nevents {{}}\n"
+            f"http {{\naccess_log {prefix}/logs/access.log;\nclient_body_temp_path {prefix}/body;\n"
+            f"proxy_temp_path {prefix}/proxy;\n{server}}}\n"
+        )
+        gateway = subprocess.Popen(
+            [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                assert gateway.poll() is None, gateway.stderr.read()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            for i in range(2):
+                fed.start_supernode(
+                    f"supernode-{i}", f"partition-id={i} num-partitions=2", superlink=f"127.0.0.1:{port}"
+                )
+            hospital = tmp_path / "hospital-home"  # a hospital's flwr, pointed at the gateway
+            write_connection(hospital, f"127.0.0.1:{port}", fed.root_certificates)
+            for command in (["supernode", "register", str(fed.workdir / "keys" / "supernode-0.pub")], ["ls"]):
+                refused = subprocess.run(
+                    [str(Path(sys.executable).parent / "flwr"), *command, CONNECTION],
+                    env=flower_env(hospital),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert refused.returncode != 0, refused.stdout
+            fed.flwr("ls", CONNECTION)  # the coordinator's own flwr reaches the Control API
+            run(cfg, tmp_path / "inprocess", progress=False)
+            submit(cfg, tmp_path / "r", fed)
+        finally:
+            gateway.send_signal(signal.SIGQUIT)
+            gateway.wait(30)
+    assert_same_weights(weights(tmp_path / "inprocess"), weights(tmp_path / "r"))
+    paths = [line.split('"')[1].split()[1] for line in (prefix / "logs" / "access.log").read_text().splitlines()]
+    statuses = [line.split('"')[2].split()[0] for line in (prefix / "logs" / "access.log").read_text().splitlines()]
+    assert any(p.startswith("/v1/fleet/") for p in paths)
+    assert {s for p, s in zip(paths, statuses, strict=True) if not p.startswith("/v1/fleet/")} == {"403"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import readme_block
+
 from fedlib import readme
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,16 +30,6 @@ def test_sync_rewrites_a_stale_table(tmp_path):
     assert readme.sync(tmp_path / "README.md", tmp_path) == 0
 
 
-def _block(start: str) -> str:
-    """The README's fenced code block whose first line starts with ``start`` (indentation removed)."""
-    text = (REPO / "README.md").read_text()
-    for chunk in text.split("```")[1::2]:
-        lines = [line.strip() for line in chunk.strip("\n").splitlines()]
-        if lines and lines[0].startswith(start):
-            return "\n".join(lines) + "\n"
-    raise AssertionError(f"no README code block starts with {start!r}")
-
-
 def test_the_several_hospitals_certificate_recipe_works_in_posix_sh(tmp_path):
     # The SuperLink's own SuperExec connects to 127.0.0.1: the certificate must name it.
     import ipaddress
@@ -49,7 +41,7 @@ def test_the_several_hospitals_certificate_recipe_works_in_posix_sh(tmp_path):
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-    recipe = _block("openssl req -x509")
+    recipe = readme_block("openssl req -x509")
     assert "<(" not in recipe  # bash-only process substitution
     subprocess.run(["sh", "-e", "-c", recipe], cwd=tmp_path, check=True, capture_output=True)
     cert = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
@@ -66,7 +58,7 @@ def test_the_readmes_flwr_run_config_example_is_a_valid_run():
 
     from fedlib.flower import apps
 
-    command = _block("flwr run fedlib/flower/app").replace("\\\n", " ")
+    command = readme_block("flwr run fedlib/flower/app").replace("\\\n", " ")
     words = shlex.split(command)
     parsed = parse_config_args([words[words.index("--run-config") + 1]])
     cfg, out, _, _ = apps.run_config_train({"train-config": "{}", "resume": False, "overwrite": False, **parsed})

@@ -163,11 +163,12 @@ class LocalFederation:
             self.start_supernode(f"supernode-{i}", node_config)
 
     def start_supernode(
-        self, name: str, node_config: str, register: bool = True, key: str | None = None
+        self, name: str, node_config: str, register: bool = True, key: str | None = None, superlink: str | None = None
     ) -> subprocess.Popen:
         """Start one more SuperNode called ``name`` (its log: logs/NAME.log). With TLS it gets a
         key pair of its own, registered unless ``register=False`` (then the SuperLink refuses
-        it); ``key`` names an earlier SuperNode whose key it takes, so it comes back as that node."""
+        it); ``key`` names an earlier SuperNode whose key it takes, so it comes back as that node.
+        ``superlink``: the address it connects to (default the SuperLink's; e.g. a gateway's)."""
         security = ["--insecure"]
         if self.secure:
             key = self.workdir / "keys" / (key or name)
@@ -181,7 +182,7 @@ class LocalFederation:
             *self.supernode_command,
             *security,
             "--superlink",
-            self.address,
+            superlink or self.address,
             "--port",  # the SuperNode's own ClientApp API: one port per SuperNode on a machine
             str(free_port()),
             "--node-config",
