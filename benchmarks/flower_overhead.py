@@ -16,6 +16,7 @@ evaluation). Whole-run times include Flower's start-up and shutdown. The script 
 checks that every engine ends with the in-process weights.
 
     python benchmarks/flower_overhead.py [--local-seconds 20] [--rounds 5] [--supernodes stock warm]
+        [--model resnet18] [--jobs fixed realistic]
 """
 
 from __future__ import annotations
@@ -92,22 +93,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--supernodes", nargs="+", default=["stock", "warm"], choices=["stock", "warm"])
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--model", default="resnet18", help="the model of both jobs")
+    ap.add_argument("--jobs", nargs="+", default=["fixed", "realistic"], choices=["fixed", "realistic"])
     args = ap.parse_args()
     both = dict(clients=2, fraction=1.0, rounds=args.rounds, eval_every=args.rounds, client_timeout=3600.0)
-    fixed = config.resolve("smoke", data_dir=args.data_dir, **both)
-    quick = config.resolve("quick", model="resnet18", data_dir=args.data_dir, **both)
+    fixed = config.resolve("smoke", model=args.model, data_dir=args.data_dir, **both)
+    quick = config.resolve("quick", model=args.model, data_dir=args.data_dir, **both)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         probe = config.replace(quick, rounds=3, eval_every=3, local_epochs=1)
         run(probe, tmp / "probe", progress=False)  # writes the data and its cache; times one local epoch
         epoch = steady(tmp / "probe") / quick.clients
         epochs = max(1, round(args.local_seconds / epoch))
-        realistic = config.replace(quick, local_epochs=epochs)
+        jobs = {"fixed": fixed, "realistic": config.replace(quick, local_epochs=epochs)}
         print(
-            f"2 clients a round, {args.rounds} rounds; realistic job: ResNet18 quick, {epochs} local epochs "
-            f"({epoch:.1f} s each in-process, so about {epochs * epoch:.0f} s a client and round)"
+            f"{args.model}, 2 clients a round, {args.rounds} rounds; realistic job: quick profile, {epochs} local "
+            f"epochs ({epoch:.1f} s each in-process, so about {epochs * epoch:.0f} s a client and round)"
         )
-        rows = measure("fixed", fixed, tmp, args.supernodes) + measure("realistic", realistic, tmp, args.supernodes)
+        rows = [row for name in args.jobs for row in measure(name, jobs[name], tmp, args.supernodes)]
     print(
         f"{'job':<10} {'engine':<13} {'round s':>8} {'overhead s':>10} {'whole s':>8} "
         f"{'round ratio':>11} {'whole ratio':>11}  same weights"

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from logging import ERROR, INFO
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
@@ -33,11 +33,13 @@ from ..errors import UserError
 from ..federated import ClientResult, start_state
 from . import runconfig, secagg
 from .messages import (
+    pack,
     read_site,
     read_train_request,
     read_update,
     site_reply,
     train_request,
+    unpack,
     update_reply,
 )
 from .site import load_site, site_id
@@ -65,14 +67,14 @@ def query(msg: Message, context: Context) -> Message:
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """One local update of the global model on this site's data (``fedlib.client.fit``)."""
-    state, cfg, round_idx, attempt, client_id = read_train_request(msg.content)
+    packed, cfg, round_idx, attempt, client_id = read_train_request(msg.content)
     try:
         if site_id(context.node_config)[0] != client_id:
             raise UserError(f"this SuperNode serves client {site_id(context.node_config)[0]}, not client {client_id}")
         exp, indices, model = load_site(
             json.dumps(config.to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True)
         )
-        model.load_state_dict(state)
+        model.load_state_dict(unpack(packed, model.state_dict()))
         update, _ = client.fit(
             model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw, round_idx, client_id, attempt
         )
@@ -163,11 +165,11 @@ class FlowerClients:
         self.clients = {node: c for c, node in self.nodes.items()}
 
     def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
-        shared = ArrayRecord(global_state)  # FedBN: a record per client, with its own layers
+        shared = pack(global_state)  # FedBN: a record per client, with its own layers
         messages = [
             Message(
                 train_request(
-                    ArrayRecord(start_state(global_state, local_states, c)) if (local_states or {}).get(c) else shared,
+                    pack(start_state(global_state, local_states, c)) if (local_states or {}).get(c) else shared,
                     self.cfg,
                     round_idx,
                     attempt,
@@ -179,15 +181,15 @@ class FlowerClients:
             for c in clients
         ]
         for c, reply in zip(clients, exchange(self.grid, messages, self.timeout), strict=True):
-            yield self._result(c, reply)
+            yield self._result(c, reply, global_state)
 
-    def _result(self, c: int, reply: Message | None) -> ClientResult:
+    def _result(self, c: int, reply: Message | None, like: dict) -> ClientResult:
         if reply is None:
             return ClientResult(c, None, f"timeout (no reply within {self.timeout:g} s)")
         if reply.has_error():
             return ClientResult(c, None, reply.error.reason or f"Flower error code {reply.error.code}")
         try:
-            return ClientResult(c, read_update(reply.content))
+            return ClientResult(c, read_update(reply.content, like))
         except (KeyError, TypeError, ValueError) as exc:
             return ClientResult(c, None, f"malformed reply ({type(exc).__name__}: {exc})")
 

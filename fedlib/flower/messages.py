@@ -6,8 +6,12 @@ model parameters) and one ``MetricRecord`` (the sample count, the training loss
 and further scalars) and nothing else. No images, labels, file names or patient
 ids can leave a client, because the reply has no field that could hold them.
 
-Tensors travel as NumPy ``.npy`` bytes, which keep dtype and bits, so the
-server aggregates exactly the tensors the client computed.
+A model state travels as one array (``pack``): its tensors' bytes, in state order. The
+receiver knows the model, so it reads them back with the dtypes and shapes of its own copy
+(``unpack``), bit for bit, and the server aggregates exactly the tensors the client
+computed. One array, not one per tensor: Flower 1.42 moves every array of a record as
+objects of their own on each hop (ServerApp, SuperLink, SuperNode, ClientApp), so a
+model's hundreds of tensors cost more than its bytes (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,33 @@ SITE = "site"  # reply to the discovery query: which fedlib client a node serves
 NUM_EXAMPLES, TRAIN_LOSS = "num-examples", "train-loss"
 
 
+PACKED = "state"  # the one array of a packed ArrayRecord
+
+
+def pack(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    """``state`` as an ArrayRecord of one uint8 array: each tensor's bytes, in state order."""
+    parts = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in state.values()]
+    flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.uint8)
+    return ArrayRecord({PACKED: flat})
+
+
+def unpack(record: ArrayRecord, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state ``pack`` packed, read with the keys, dtypes and shapes of ``like``; a
+    ValueError when the bytes do not fit ``like`` (another model, a damaged message)."""
+    (key,) = list(record) or [None]
+    if key != PACKED:
+        raise ValueError(f"expected one packed array {PACKED!r}, got {list(record)}")
+    flat = record.to_torch_state_dict()[PACKED]
+    sizes = [t.numel() * t.element_size() for t in like.values()]
+    if flat.dtype != torch.uint8 or flat.numel() != sum(sizes):
+        raise ValueError(f"{flat.numel()} {flat.dtype} values where the model's state takes {sum(sizes)} bytes")
+    chunks = torch.split(flat, sizes)
+    return {
+        k: chunk.clone().view(ref.dtype).reshape(ref.shape)  # clone: a fresh, aligned storage per tensor
+        for (k, ref), chunk in zip(like.items(), chunks, strict=True)
+    }
+
+
 def train_request(arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt: int, client: int) -> RecordDict:
     """The global state and everything a site needs to train it as the in-process engine would."""
     task = ConfigRecord(
@@ -35,12 +66,12 @@ def train_request(arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt
     return RecordDict({ARRAYS: arrays, TASK: task})
 
 
-def read_train_request(content: RecordDict) -> tuple[dict[str, torch.Tensor], TrainConfig, int, int, int]:
-    """(global state, config, round, attempt, client) from ``train_request``'s record."""
+def read_train_request(content: RecordDict) -> tuple[ArrayRecord, TrainConfig, int, int, int]:
+    """(packed global state, config, round, attempt, client) from ``train_request``'s record;
+    ``unpack`` the state with the site's model."""
     task = content.config_records[TASK]
     cfg = replace(TrainConfig(**json.loads(task["train-config"])))
-    state = dict(content.array_records[ARRAYS].to_torch_state_dict())
-    return state, cfg, int(task["round"]), int(task["attempt"]), int(task["client"])
+    return content.array_records[ARRAYS], cfg, int(task["round"]), int(task["attempt"]), int(task["client"])
 
 
 def update_reply(update: Update) -> RecordDict:
@@ -55,15 +86,14 @@ def update_reply(update: Update) -> RecordDict:
             **{k: float(v) for k, v in update.metrics.items()},
         }
     )
-    return RecordDict({ARRAYS: ArrayRecord(update.state), METRICS: metrics})
+    return RecordDict({ARRAYS: pack(update.state), METRICS: metrics})
 
 
-def read_update(content: RecordDict) -> Update:
-    """The inverse of ``update_reply``."""
+def read_update(content: RecordDict, like: dict[str, torch.Tensor]) -> Update:
+    """The inverse of ``update_reply``; ``like`` is the model's state the update is of."""
     metrics = dict(content.metric_records[METRICS])
     num_examples, loss = metrics.pop(NUM_EXAMPLES), metrics.pop(TRAIN_LOSS)
-    state = dict(content.array_records[ARRAYS].to_torch_state_dict())
-    return Update(state, num_examples, loss, metrics)
+    return Update(unpack(content.array_records[ARRAYS], like), num_examples, loss, metrics)
 
 
 def site_reply(client: int, num_partitions: int | None) -> RecordDict:
