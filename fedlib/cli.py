@@ -158,13 +158,14 @@ def _with_run_config(overrides: dict, text: str, profile: str) -> tuple[dict, st
     from .flower.runconfig import parse
 
     given = parse(text)
+    profile = given.pop("profile", profile)  # --profile has a default, so the run config's wins
     for key, value in given.items():
-        typed = profile if key == "profile" else overrides.get(key)
-        if typed is not None and key != "profile" and typed != value:
+        typed = overrides.get(key)
+        if typed is not None and typed != value:
             raise UserError(
                 f"--run-config sets {key.replace('_', '-')}={value!r} but an option sets it to {typed!r}; give it once."
             )
-    return {**overrides, **{k: v for k, v in given.items() if k != "profile"}}, given.get("profile", profile)
+    return {**overrides, **given}, profile
 
 
 def cmd_train(args) -> None:
