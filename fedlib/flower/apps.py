@@ -162,7 +162,6 @@ class FlowerClients:
         self.grid, self.cfg = grid, exp.cfg
         self.timeout = exp.cfg.client_timeout or REPLY_TIMEOUT
         self.nodes = discover(grid, len(exp.parts), node_wait)
-        self.clients = {node: c for c, node in self.nodes.items()}
 
     def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
         shared = pack(global_state)  # FedBN: a record per client, with its own layers
