@@ -103,7 +103,7 @@ class LocalFederation:
         secure: bool = True,
         node_configs: list[str] | None = None,
     ):
-        self.supernodes, self.workdir = supernodes, Path(workdir).resolve()
+        self.workdir = Path(workdir).resolve()
         self.start_timeout, self.warm, self.secure = start_timeout, warm, secure
         self.node_configs = node_configs or [f"partition-id={i} num-partitions={supernodes}" for i in range(supernodes)]
         self.home = self.workdir / "flwr-home"

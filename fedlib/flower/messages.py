@@ -44,8 +44,7 @@ def pack(state: dict[str, torch.Tensor]) -> ArrayRecord:
 def unpack(record: ArrayRecord, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state ``pack`` packed, read with the keys, dtypes and shapes of ``like``; a
     ValueError when the bytes do not fit ``like`` (another model, a damaged message)."""
-    (key,) = list(record) or [None]
-    if key != PACKED:
+    if list(record) != [PACKED]:
         raise ValueError(f"expected one packed array {PACKED!r}, got {list(record)}")
     flat = record.to_torch_state_dict()[PACKED]
     sizes = [t.numel() * t.element_size() for t in like.values()]
