@@ -10,7 +10,10 @@ beyond the paper's own crop. Resizing is done in float32 (no rounding to
 uint8 between resize and normalisation).
 
 Random parameters come from an explicit CPU ``torch.Generator``: the same
-generator state gives the same batch on CPU and on CUDA.
+generator state gives the same batch on CPU and on CUDA. On CUDA the batch is
+cropped and resized by one batched operation (``crop_batched``), which gives the
+per-image views to float rounding; the CPU keeps the per-image path
+(``crop_each``), whose tensors are bit for bit those of the committed numbers.
 """
 
 from __future__ import annotations
@@ -85,24 +88,77 @@ def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor,
     return mean, std
 
 
-def augment_batch(images: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
+def draw_params(n: int, height: int, width: int, generator: torch.Generator) -> tuple[list, list]:
+    """Each sample's crop (top, left, h, w) and whether it is mirrored, drawn in sample order (crop,
+    then flip): the generator calls the per-image path always made, which both paths now share."""
+    boxes, flips = [], []
+    for _ in range(n):
+        boxes.append(crop_params(height, width, generator))
+        flips.append(torch.rand(1, generator=generator).item() < FLIP_P)
+    return boxes, flips
+
+
+def crop_each(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> torch.Tensor:
+    """Per image: slice the crop, resize it (bilinear, antialiased), mirror it. The CPU path."""
+    views = []
+    for sample, (top, left, h, w), flip in zip(x, boxes, flips, strict=True):
+        view = _resize(sample[None, :, top : top + h, left : left + w], image_size)
+        views.append(view.flip(-1) if flip else view)
+    return torch.cat(views)
+
+
+def crop_batched(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> torch.Tensor:
+    """The whole batch at once on its device: crop_each's antialiased bilinear resize written as
+    two batched products with each sample's resampling weights (rows, then columns; a mirror
+    reverses the column weights), so a batch is a handful of kernels whatever its size."""
+    params = _params_on(x.device, boxes, flips)
+    top, left, h, w, flip = params.unbind(1)
+    rows = _weights(top, h, image_size, x.shape[-2])
+    cols = _weights(left, w, image_size, x.shape[-1])
+    cols = torch.where(flip.bool()[:, None, None], cols.flip(1), cols)
+    return rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+
+
+def _params_on(device: torch.device, boxes: list, flips: list) -> torch.Tensor:
+    """(N, 5) float32: top, left, h, w, flip; on CUDA copied from pinned memory without waiting for the GPU."""
+    params = torch.tensor([[*box, flip] for box, flip in zip(boxes, flips, strict=True)], dtype=torch.float32)
+    if device.type == "cuda":
+        return params.pin_memory().to(device, non_blocking=True)
+    return params.to(device)
+
+
+def _weights(start: torch.Tensor, length: torch.Tensor, size: int, extent: int) -> torch.Tensor:
+    """(N, size, extent): output pixel i of sample n is the weighted sum of input pixels j with
+    these weights; F.interpolate's antialiased bilinear filter (a triangle as wide as the scale
+    when shrinking, plain bilinear when enlarging), kept inside [start, start + length)."""
+    scale = (length / size)[:, None, None]
+    centre = scale * (torch.arange(size, device=start.device)[:, None] + 0.5)  # in the crop's coordinates
+    pixel = torch.arange(extent, device=start.device) - start[:, None, None]  # exact: whole numbers
+    weight = (1 - (pixel + 0.5 - centre).abs() / scale.clamp(min=1)).clamp(min=0)
+    weight = weight * ((pixel >= 0) & (pixel < length[:, None, None]))
+    return weight / weight.sum(-1, keepdim=True)
+
+
+def augment_batch(
+    images: torch.Tensor, image_size: int, generator: torch.Generator, batched: bool | None = None
+) -> torch.Tensor:
     """Training view of a batch: per sample a random resized crop to ``image_size`` and a coin-flip mirror.
 
     images: uint8 (N, S, S, 3) as cached, on any device; generator: a CPU
     generator (crop parameters are drawn in sample order: crop, then flip).
+    batched: crop and resize the batch in one batched operation (crop_batched) rather than
+    image by image (crop_each); None: batched on CUDA, image by image elsewhere, so CPU
+    results are those committed. Both draw the same crops and flips for a generator state.
     Returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
     """
     if generator.device.type != "cpu":
         raise ValueError(f"augment_batch needs a CPU torch.Generator, got one on {generator.device}")
     x = _to_float_nchw(images)
-    height, width = x.shape[-2:]
-    views = []
-    for sample in x:
-        top, left, h, w = crop_params(height, width, generator)
-        flip = torch.rand(1, generator=generator).item() < FLIP_P
-        view = _resize(sample[None, :, top : top + h, left : left + w], image_size)
-        views.append(view.flip(-1) if flip else view)
-    return _normalize(torch.cat(views))
+    boxes, flips = draw_params(len(x), *x.shape[-2:], generator)
+    if batched is None:
+        batched = x.device.type == "cuda"
+    crop = crop_batched if batched else crop_each
+    return _normalize(crop(x, boxes, flips, image_size))
 
 
 def eval_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
