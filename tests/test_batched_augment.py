@@ -9,13 +9,13 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from fedlib.data import IMAGENET_STD, transforms
+from fedlib.data import transforms
 from fedlib.data.transforms import FLIP_P, augment_batch, crop_batched, crop_each, crop_params, draw_params
 
-# Largest difference between the paths, in normalised units (pixel / 255 / std): measured at
-# under 1e-5 for 224 px from 256 px and 32 px from 48 px (float rounding); a view one pixel
-# off on these noise images differs by about 1 on average.
-TOLERANCE = 1e-4
+# Largest difference allowed between the paths, in normalised units (the outputs' own). Measured
+# on noise images, 5 seeds of 10: 224 px from 256 px, largest 8e-5 (mean 6e-6); 32 px from 48 px,
+# largest 1.1e-6 (mean 8e-8): float rounding. A view one pixel off differs by about 1 on average.
+TOLERANCE = 2e-4
 
 
 def noise(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -45,9 +45,8 @@ def reference_augment(images: torch.Tensor, image_size: int, generator: torch.Ge
 
 
 def difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per sample, the largest absolute difference in normalised units."""
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((a - b).abs() / std).amax(dim=(1, 2, 3))
+    """Per sample, the largest absolute difference."""
+    return (a - b).abs().amax(dim=(1, 2, 3))
 
 
 @pytest.mark.parametrize(("size", "image_size"), [(48, 32), (256, 224)])

@@ -110,33 +110,53 @@ def crop_each(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> tor
 def crop_batched(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> torch.Tensor:
     """The whole batch at once on its device: crop_each's antialiased bilinear resize written as
     two batched products with each sample's resampling weights (rows, then columns; a mirror
-    reverses the column weights), so a batch is a handful of kernels whatever its size."""
-    params = _params_on(x.device, boxes, flips)
-    top, left, h, w, flip = params.unbind(1)
-    rows = _weights(top, h, image_size, x.shape[-2])
-    cols = _weights(left, w, image_size, x.shape[-1])
-    cols = torch.where(flip.bool()[:, None, None], cols.flip(1), cols)
-    return rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+    is a column weight matrix read right to left), so a batch is a fixed few kernels."""
+    n, _, height, width = x.shape
+    params = _params_on(x.device, [_axes(box, flip, image_size) for box, flip in zip(boxes, flips, strict=True)])
+    weights = _weights(params, image_size, max(height, width))  # (N, 2, size, extent): rows, columns
+    rows, cols = weights[:, 0, :, :height], weights[:, 1, :, :width]
+    pixels = x.permute(0, 2, 3, 1).reshape(n, height, width * 3)  # a view of _to_float_nchw's NHWC data
+    y = (rows @ pixels).view(n, image_size, width, 3).transpose(1, 2).reshape(n, width, image_size * 3)
+    return (cols @ y).view(n, image_size, image_size, 3).permute(0, 3, 2, 1)
 
 
-def _params_on(device: torch.device, boxes: list, flips: list) -> torch.Tensor:
-    """(N, 5) float32: top, left, h, w, flip; on CUDA copied from pinned memory without waiting for the GPU."""
-    params = torch.tensor([[*box, flip] for box, flip in zip(boxes, flips, strict=True)], dtype=torch.float32)
+def _axes(box: tuple[int, int, int, int], flip: bool, size: int) -> list[list[float]]:
+    """Per axis (rows, columns): output pixel i samples around origin + step * (i + 0.5), a
+    triangle 1 / inverse wide, inside (lo, hi); a mirrored row of columns runs from the right."""
+    top, left, h, w = box
+    rows = [top, h / size, 1 / max(h / size, 1), top, top + h]
+    cols = (
+        [left + w, -w / size, 1 / max(w / size, 1), left, left + w]
+        if flip
+        else [left, w / size, 1 / max(w / size, 1), left, left + w]
+    )
+    return [rows, cols]
+
+
+def _params_on(device: torch.device, params: list) -> torch.Tensor:
+    """The per-sample parameters as float32 on ``device``; on CUDA from pinned memory, without waiting for the GPU."""
+    params = torch.tensor(params, dtype=torch.float32)
     if device.type == "cuda":
         return params.pin_memory().to(device, non_blocking=True)
     return params.to(device)
 
 
-def _weights(start: torch.Tensor, length: torch.Tensor, size: int, extent: int) -> torch.Tensor:
-    """(N, size, extent): output pixel i of sample n is the weighted sum of input pixels j with
-    these weights; F.interpolate's antialiased bilinear filter (a triangle as wide as the scale
-    when shrinking, plain bilinear when enlarging), kept inside [start, start + length)."""
-    scale = (length / size)[:, None, None]
-    centre = scale * (torch.arange(size, device=start.device)[:, None] + 0.5)  # in the crop's coordinates
-    pixel = torch.arange(extent, device=start.device) - start[:, None, None]  # exact: whole numbers
-    weight = (1 - (pixel + 0.5 - centre).abs() / scale.clamp(min=1)).clamp(min=0)
-    weight = weight * ((pixel >= 0) & (pixel < length[:, None, None]))
+def _weights(params: torch.Tensor, size: int, extent: int) -> torch.Tensor:
+    """(N, 2, size, extent) from _axes' (N, 2, 5): output pixel i is the weighted sum of input
+    pixels j with these weights; F.interpolate's antialiased bilinear filter (a triangle as wide
+    as the scale when shrinking, plain bilinear when enlarging), kept to the crop."""
+    outputs, pixels = _grid(size, extent, params.device)
+    origin, step, inverse, lo, hi = (p[..., None, None] for p in params.unbind(-1))
+    offset = torch.addcmul(pixels - origin, step, outputs, value=-1)  # pixel centre minus sampling centre
+    weight = (1 - offset.abs() * inverse).clamp_(min=0) * ((pixels > lo) & (pixels < hi))
     return weight / weight.sum(-1, keepdim=True)
+
+
+@functools.cache
+def _grid(size: int, extent: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output and input pixel centres, (size, 1) and (extent,), made once per device."""
+    outputs = torch.arange(size, dtype=torch.float32, device=device)[:, None] + 0.5
+    return outputs, torch.arange(extent, dtype=torch.float32, device=device) + 0.5
 
 
 def augment_batch(
