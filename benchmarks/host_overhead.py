@@ -13,8 +13,9 @@
    how much slower that training ran beside the writer.
 3. Augmentation images per second at batch 10 (``augment_batch`` alone, CPU): the per-image
    path (a resize call per image, the CPU default) against the batched path (one batched
-   resize per batch, the CUDA default), 224 px views of 256 px cached uint8 images, and
-   32 px views of 48 px images, where the arithmetic is small and the loop's own cost shows.
+   resize per batch, the CUDA default), 224 px views of 256 px cached uint8 images, then
+   32 px of 48 px and 8 px of 12 px, where the arithmetic is small and the host's cost shows;
+   the random draws alone (the same on both paths), and the ATen operations each path runs.
 
     OMP_NUM_THREADS=1 python benchmarks/host_overhead.py [--steps 300 --state-mb 300 --repeats 3 --parts 1,2,3]
 """
@@ -118,38 +119,56 @@ def augment_rate(batched: bool, images: torch.Tensor, batch: int, image_size: in
 
 
 class _CountOps(TorchDispatchMode):
-    """Counts the ATen operations run inside it: on a GPU each one that computes is a kernel launch."""
+    """Counts the ATen operations run inside it, and those that are not views: on a GPU each of
+    those is a kernel launch, and every operation costs the host a dispatch."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.count, self.kernels = 0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.count += 1
+        self.kernels += not func.is_view
         return func(*args, **(kwargs or {}))
 
 
-def operations(batched: bool, images: torch.Tensor, image_size: int) -> int:
-    """ATen operations on the batch for one call, the random draws (CPU scalars either way) left out."""
+def operations(batched: bool, images: torch.Tensor, image_size: int) -> tuple[int, int]:
+    """(ATen operations, those not views) on the batch for one call; the random draws (CPU either way) left out."""
     x = transforms._to_float_nchw(images)
     boxes, flips = transforms.draw_params(len(x), *x.shape[-2:], torch.Generator().manual_seed(0))
     crop = transforms.crop_batched if batched else transforms.crop_each
     with _CountOps() as counter:
         transforms._normalize(crop(transforms._to_float_nchw(images), boxes, flips, image_size))
-    return counter.count
+    return counter.count, counter.kernels
+
+
+def draws_per_second(images: torch.Tensor, batch: int) -> float:
+    """Batches per second of ``draw_params`` alone: the random draws both paths make on the host."""
+    generator = torch.Generator().manual_seed(0)
+    count = len(images) // batch
+    start = time.perf_counter()
+    for _ in range(count):
+        transforms.draw_params(batch, images.shape[1], images.shape[2], generator)
+    return count / (time.perf_counter() - start)
 
 
 def augmentation(images: torch.Tensor, batch: int, image_size: int, repeats: int) -> None:
-    found = {False: [], True: []}
+    found = {False: [], True: [], "draws": []}
     for _ in range(repeats):  # interleaved, the best of each
         for batched in (False, True):
             found[batched].append(augment_rate(batched, images, batch, image_size))
+        found["draws"].append(draws_per_second(images, batch))
     for batched, name in ((False, "per-image"), (True, "batched")):
         rates = ", ".join(f"{r:.0f}" for r in found[batched])
         print(f"  {name:9s} best {max(found[batched]):7.0f} images/s  (runs: {rates})")
+    print(f"  the random draws alone (both paths): best {1e3 / max(found['draws']):.2f} ms per batch")
     print(f"  batched / per-image, best of each: {max(found[True]) / max(found[False]):.2f}x")
     counts = [operations(b, images[:batch], image_size) for b in (False, True)]
-    print(f"  ATen operations on the batch per call: per-image {counts[0]}, batched {counts[1]}")
+    (each, each_kernels), (batch, batch_kernels) = counts
+    print(
+        f"  ATen operations on the batch per call: per-image {each} ({each_kernels} not views), "
+        f"batched {batch} ({batch_kernels} not views)"
+    )
     x = [augment_batch(images[:batch], image_size, torch.Generator().manual_seed(0), batched=b) for b in (False, True)]
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     print(f"  largest difference between the paths: {((x[0] - x[1]).abs() * std).max() * 255:.2e} of a grey level")
@@ -208,7 +227,7 @@ def main() -> None:
         checkpoints(args)
     if 3 in parts:
         rng = np.random.default_rng(0)
-        for size, image_size in ((256, 224), (48, 32)):
+        for size, image_size in ((256, 224), (48, 32), (12, 8)):
             images = torch.from_numpy(rng.integers(0, 256, (args.aug_images, size, size, 3), dtype=np.uint8))
             print(f"\n3. augmentation, batch {args.batch}, {image_size} px from {size} px uint8, CPU")
             augmentation(images, args.batch, image_size, args.repeats)
