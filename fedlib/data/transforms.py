@@ -41,10 +41,10 @@ def crop_params(
     largest centred crop whose aspect ratio is within ``ratio``.
     """
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))  # float32, exactly as torchvision, so the same seed gives the same crop
+    low, high = _log_ratio(tuple(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        log_aspect = torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        log_aspect = torch.empty(1).uniform_(low, high, generator=generator)
         aspect = torch.exp(log_aspect).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
@@ -60,6 +60,14 @@ def crop_params(
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+@functools.cache
+def _log_ratio(ratio: tuple[float, float]) -> tuple[float, float]:
+    """The bounds of the log aspect ratio, once per ratio: float32, exactly as torchvision, so the
+    same seed gives the same crop."""
+    low, high = torch.log(torch.tensor(ratio)).tolist()
+    return low, high
 
 
 def _to_float_nchw(images: torch.Tensor) -> torch.Tensor:
