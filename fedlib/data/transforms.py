@@ -10,7 +10,10 @@ beyond the paper's own crop. Resizing is done in float32 (no rounding to
 uint8 between resize and normalisation).
 
 Random parameters come from an explicit CPU ``torch.Generator``: the same
-generator state gives the same batch on CPU and on CUDA.
+generator state gives the same batch on CPU and on CUDA. On CUDA the batch is
+cropped and resized by one batched operation (``crop_batched``), which gives the
+per-image views to float rounding; the CPU keeps the per-image path
+(``crop_each``), whose tensors are bit for bit those of the committed numbers.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ def crop_params(
     largest centred crop whose aspect ratio is within ``ratio``.
     """
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))  # float32, exactly as torchvision, so the same seed gives the same crop
+    low, high = _log_ratio(tuple(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        log_aspect = torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        log_aspect = torch.empty(1).uniform_(low, high, generator=generator)
         aspect = torch.exp(log_aspect).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
@@ -57,6 +60,14 @@ def crop_params(
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+@functools.cache
+def _log_ratio(ratio: tuple[float, float]) -> tuple[float, float]:
+    """The bounds of the log aspect ratio, once per ratio: float32, exactly as torchvision, so the
+    same seed gives the same crop."""
+    low, high = torch.log(torch.tensor(ratio)).tolist()
+    return low, high
 
 
 def _to_float_nchw(images: torch.Tensor) -> torch.Tensor:
@@ -85,24 +96,97 @@ def _statistics(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor,
     return mean, std
 
 
-def augment_batch(images: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
+def draw_params(n: int, height: int, width: int, generator: torch.Generator) -> tuple[list, list]:
+    """Each sample's crop (top, left, h, w) and whether it is mirrored, drawn in sample order (crop,
+    then flip): the generator calls the per-image path always made, which both paths now share."""
+    boxes, flips = [], []
+    for _ in range(n):
+        boxes.append(crop_params(height, width, generator))
+        flips.append(torch.rand(1, generator=generator).item() < FLIP_P)
+    return boxes, flips
+
+
+def crop_each(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> torch.Tensor:
+    """Per image: slice the crop, resize it (bilinear, antialiased), mirror it. The CPU path."""
+    views = []
+    for sample, (top, left, h, w), flip in zip(x, boxes, flips, strict=True):
+        view = _resize(sample[None, :, top : top + h, left : left + w], image_size)
+        views.append(view.flip(-1) if flip else view)
+    return torch.cat(views)
+
+
+def crop_batched(x: torch.Tensor, boxes: list, flips: list, image_size: int) -> torch.Tensor:
+    """The whole batch at once on its device: crop_each's antialiased bilinear resize written as
+    two batched products with each sample's resampling weights (rows, then columns; a mirror
+    is a column weight matrix read right to left), so a batch is a fixed few kernels."""
+    n, _, height, width = x.shape
+    params = _params_on(x.device, [_axes(box, flip, image_size) for box, flip in zip(boxes, flips, strict=True)])
+    weights = _weights(params, image_size, max(height, width))  # (N, 2, size, extent): rows, columns
+    rows, cols = weights[:, 0, :, :height], weights[:, 1, :, :width]
+    pixels = x.permute(0, 2, 3, 1).reshape(n, height, width * 3)  # a view of _to_float_nchw's NHWC data
+    y = (rows @ pixels).view(n, image_size, width, 3).transpose(1, 2).reshape(n, width, image_size * 3)
+    return (cols @ y).view(n, image_size, image_size, 3).permute(0, 3, 2, 1)
+
+
+def _axes(box: tuple[int, int, int, int], flip: bool, size: int) -> list[list[float]]:
+    """Per axis (rows, columns): output pixel i samples around origin + step * (i + 0.5), a
+    triangle 1 / inverse wide, inside (lo, hi); a mirrored row of columns runs from the right."""
+    top, left, h, w = box
+    rows = [top, h / size, 1 / max(h / size, 1), top, top + h]
+    cols = (
+        [left + w, -w / size, 1 / max(w / size, 1), left, left + w]
+        if flip
+        else [left, w / size, 1 / max(w / size, 1), left, left + w]
+    )
+    return [rows, cols]
+
+
+def _params_on(device: torch.device, params: list) -> torch.Tensor:
+    """The per-sample parameters as float32 on ``device``; on CUDA from pinned memory, without waiting for the GPU."""
+    params = torch.tensor(params, dtype=torch.float32)
+    if device.type == "cuda":
+        return params.pin_memory().to(device, non_blocking=True)
+    return params.to(device)
+
+
+def _weights(params: torch.Tensor, size: int, extent: int) -> torch.Tensor:
+    """(N, 2, size, extent) from _axes' (N, 2, 5): output pixel i is the weighted sum of input
+    pixels j with these weights; F.interpolate's antialiased bilinear filter (a triangle as wide
+    as the scale when shrinking, plain bilinear when enlarging), kept to the crop."""
+    outputs, pixels = _grid(size, extent, params.device)
+    origin, step, inverse, lo, hi = (p[..., None, None] for p in params.unbind(-1))
+    offset = torch.addcmul(pixels - origin, step, outputs, value=-1)  # pixel centre minus sampling centre
+    weight = (1 - offset.abs() * inverse).clamp_(min=0) * ((pixels > lo) & (pixels < hi))
+    return weight / weight.sum(-1, keepdim=True)
+
+
+@functools.cache
+def _grid(size: int, extent: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output and input pixel centres, (size, 1) and (extent,), made once per device."""
+    outputs = torch.arange(size, dtype=torch.float32, device=device)[:, None] + 0.5
+    return outputs, torch.arange(extent, dtype=torch.float32, device=device) + 0.5
+
+
+def augment_batch(
+    images: torch.Tensor, image_size: int, generator: torch.Generator, batched: bool | None = None
+) -> torch.Tensor:
     """Training view of a batch: per sample a random resized crop to ``image_size`` and a coin-flip mirror.
 
     images: uint8 (N, S, S, 3) as cached, on any device; generator: a CPU
     generator (crop parameters are drawn in sample order: crop, then flip).
+    batched: crop and resize the batch in one batched operation (crop_batched) rather than
+    image by image (crop_each); None: batched on CUDA, image by image elsewhere, so CPU
+    results are those committed. Both draw the same crops and flips for a generator state.
     Returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
     """
     if generator.device.type != "cpu":
         raise ValueError(f"augment_batch needs a CPU torch.Generator, got one on {generator.device}")
     x = _to_float_nchw(images)
-    height, width = x.shape[-2:]
-    views = []
-    for sample in x:
-        top, left, h, w = crop_params(height, width, generator)
-        flip = torch.rand(1, generator=generator).item() < FLIP_P
-        view = _resize(sample[None, :, top : top + h, left : left + w], image_size)
-        views.append(view.flip(-1) if flip else view)
-    return _normalize(torch.cat(views))
+    boxes, flips = draw_params(len(x), *x.shape[-2:], generator)
+    if batched is None:
+        batched = x.device.type == "cuda"
+    crop = crop_batched if batched else crop_each
+    return _normalize(crop(x, boxes, flips, image_size))
 
 
 def eval_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
