@@ -120,6 +120,11 @@ TRAIN_OPTIONS = {
     "--subset": ("subset", int, "train on a seeded random subset of N images"),
     "--seed": ("seed", int, "seed for every random choice"),
     "--device": ("device", str, "auto | cpu | cuda"),
+    "--parallel-clients": (
+        "parallel_clients",
+        int,
+        "in-process FedAvg: train up to N of a round's clients at once, a worker process each (same results)",
+    ),
     "--engine": ("engine", str, "inprocess (default) | flower-sim | flower (FedAvg only)"),
     "--min-clients": ("min_clients", int, "a round needs at least this many usable client updates"),
     "--round-retries": ("round_retries", int, "retries of a round with too few usable updates"),
@@ -141,6 +146,7 @@ def train_config(args):
     if args.secagg:
         overrides["secagg"] = True
     overrides["amp"] = args.amp
+    overrides["compile"] = args.compile
     runs.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if getattr(args, "run_config", None):
         overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
@@ -228,7 +234,10 @@ def cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
     # Fields of every run's config (and of 00_data's); None: as the profile says.
-    passed = ("train_split", "test_split", "train_dir", "test_dir", "val_fraction", "class_weight", "pooled_budget")
+    passed = (
+        *("train_split", "test_split", "train_dir", "test_dir", "val_fraction", "class_weight", "pooled_budget"),
+        *("parallel_clients", "compile"),
+    )
     overrides = {k: getattr(args, k) for k in passed if getattr(args, k) is not None}
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     reproduce(
@@ -310,6 +319,12 @@ def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bf16 autocast on CUDA (off by default: float32, as the paper)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (CUDA graphs on a GPU); equal to eager to float rounding",
     )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -436,9 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     g = p.add_argument_group("training options for every run (default: as the profile says)")
-    for flag in ("--val-fraction", "--class-weight", "--pooled-budget"):
+    for flag in ("--val-fraction", "--class-weight", "--pooled-budget", "--parallel-clients"):
         field, typ, help_ = TRAIN_OPTIONS[flag]
         g.add_argument(flag, dest=field, type=typ, default=None, help=help_)
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile every run's model; runs trained without it are not reused",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _layout_args(p)
     p.set_defaults(func=cmd_reproduce)

@@ -97,6 +97,10 @@ class TrainConfig:
     amp: bool | None = None  # bf16 autocast, opt-in (--amp); None = off: float32 everywhere, as the paper
     channels_last: bool | None = None  # None = on with CUDA
     eval_batch_size: int = 64  # evaluation only; does not change results
+    # In-process FedAvg: train up to N of a round's clients at once, each in a worker process
+    # with its own model replica (fedlib.parallel); every update is the sequential one.
+    parallel_clients: int = 1
+    compile: bool = False  # torch.compile the model (CUDA graphs on a GPU); equal to eager to float rounding
     # Synthetic data (used when data == "synthetic")
     synth_n_train: int = 1600  # images in the generated training split
     synth_n_test: int = 400  # images in the generated test split
@@ -292,6 +296,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "eval_every",
         "checkpoint_every",
         "eval_batch_size",
+        "parallel_clients",
         "synth_n_train",
         "synth_n_test",
         "synth_sources",
@@ -353,6 +358,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(
         not cfg.dp or cfg.mode == "fedavg",
         f"differential privacy protects what clients send, so it needs --mode fedavg, not {cfg.mode}.",
+    )
+    _check(
+        not (cfg.compile and cfg.dp),
+        "--compile with differential privacy is not supported: Opacus trains through its own expanded "
+        "weights, which torch.compile does not trace; use one of them.",
     )
     for name in ("central_epochs", "subset", "test_subset"):
         value = getattr(cfg, name)
@@ -460,6 +470,8 @@ RESUME_CHANGEABLE = (
     "amp",
     "channels_last",
     "eval_batch_size",
+    "parallel_clients",
+    "compile",
     "eval_every",
     "checkpoint_every",
     "client_timeout",

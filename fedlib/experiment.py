@@ -23,7 +23,7 @@ from .errors import UserError
 from .metrics import summarize_confusion
 from .models import build_model, param_count
 from .partition import check_parts, class_counts, holdout, partition
-from .train import Hardware, derive_seed, evaluate, pick_hardware
+from .train import Hardware, compile_model, derive_seed, evaluate, pick_hardware
 
 
 @dataclass
@@ -40,14 +40,8 @@ class Experiment:
     started: float = field(default_factory=time.time)
 
     def new_model(self) -> nn.Module:
-        """The model at its seeded initial weights, on the device."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.seed, "init"))
-            model = build_model(self.cfg.model, num_classes=len(self.data.classes), norm=self.cfg.model_norm)
-        model = model.to(self.hw.device)
-        if self.hw.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        """The model at its seeded initial weights, on the device (compiled with ``--compile``)."""
+        return new_model(self.cfg, len(self.data.classes), self.hw)
 
     def test_metrics(self, model: nn.Module) -> dict:
         """The history row's evaluation: test metrics, and validation metrics when held out."""
@@ -106,6 +100,18 @@ class Experiment:
 
     def elapsed(self) -> float:
         return time.time() - self.started
+
+
+def new_model(cfg: TrainConfig, num_classes: int, hw: Hardware) -> nn.Module:
+    """``cfg.model`` at its seeded initial weights, on ``hw``'s device and memory layout, its
+    forward compiled when ``cfg.compile`` (``fedlib.train.compile_model``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = build_model(cfg.model, num_classes=num_classes, norm=cfg.model_norm)
+    model = model.to(hw.device)
+    if hw.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return compile_model(model, hw) if cfg.compile else model
 
 
 def mean_over_clients(per_client: list[dict]) -> dict:

@@ -36,6 +36,7 @@ from .client import Update, cpu_state
 from .errors import UserError
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
+from .parallel import Job, Outcome, Workers
 from .strategy import Strategy, from_config, norm_keys
 from .train import derive_seed
 
@@ -103,41 +104,68 @@ def check_update(update: Update, reference: Mapping[str, torch.Tensor]) -> str |
 
 
 class InProcessClients:
-    """Every client trained in this process, in turn, on one model instance."""
+    """Every client trained in this process, one after another on one model instance, or up
+    to ``cfg.parallel_clients`` at once in worker processes (``fedlib.parallel``): the same
+    updates either way."""
 
     def __init__(self, exp: Experiment, model: torch.nn.Module, opt_states: dict[int, dict] | None = None):
         self.exp, self.model = exp, model
         self.opt_states = opt_states if opt_states is not None else {}
+        self.workers = Workers(exp, exp.cfg.parallel_clients) if exp.cfg.parallel_clients > 1 else None
 
     def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
-        exp, cfg = self.exp, self.exp.cfg
-        for c in clients:
-            self.model.load_state_dict(start_state(global_state, local_states, c))
+        cfg = self.exp.cfg
+        jobs = [
+            (
+                c,
+                start_state(global_state, local_states, c),
+                self.opt_states.get(c) if cfg.keep_optimizer_state else None,
+            )
+            for c in clients
+        ]
+        fitted = (
+            self._fit_here(round_idx, attempt, jobs)
+            if self.workers is None
+            else self.workers.fit(round_idx, attempt, jobs)
+        )
+        for c, (update, opt_state, took, error) in fitted:
+            if error is not None:
+                yield ClientResult(c, None, error)
+            elif cfg.client_timeout is not None and took > cfg.client_timeout:
+                # In one process a slow client cannot be cut off; its late update is discarded.
+                yield ClientResult(c, None, f"timeout ({took:.1f} s > {cfg.client_timeout:g} s)")
+            else:
+                if cfg.keep_optimizer_state:
+                    self.opt_states[c] = opt_state
+                yield ClientResult(c, update)
+
+    def _fit_here(self, round_idx: int, attempt: int, jobs: list[Job]) -> Iterator[tuple[int, Outcome]]:
+        exp = self.exp
+        for c, state, opt_state in jobs:
+            self.model.load_state_dict(state)
             started = time.perf_counter()
             try:
-                update, opt_state = client.fit(
+                update, opt = client.fit(
                     self.model,
                     exp.data.train_images,
                     exp.data.train_labels,
                     exp.parts[c],
-                    cfg,
+                    exp.cfg,
                     exp.hw,
                     round_idx,
                     c,
                     attempt,
-                    self.opt_states.get(c) if cfg.keep_optimizer_state else None,
+                    opt_state,
                 )
             except Exception as exc:  # a failing site must not take the federation down
-                yield ClientResult(c, None, f"raised {type(exc).__name__}: {exc}")
+                yield c, (None, None, time.perf_counter() - started, f"raised {type(exc).__name__}: {exc}")
                 continue
-            took = time.perf_counter() - started
-            if cfg.client_timeout is not None and took > cfg.client_timeout:
-                # In one process a slow client cannot be cut off; its late update is discarded.
-                yield ClientResult(c, None, f"timeout ({took:.1f} s > {cfg.client_timeout:g} s)")
-                continue
-            if cfg.keep_optimizer_state:
-                self.opt_states[c] = opt_state
-            yield ClientResult(c, update)
+            yield c, (update, opt, time.perf_counter() - started, None)
+
+    def close(self, abort: bool = False) -> None:
+        """End the worker processes, if any: after their job, or at once (``abort``)."""
+        if self.workers is not None:
+            self.workers.close(abort)
 
 
 @dataclass
@@ -332,7 +360,14 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, history: list[dict], po
     in-process clients."""
     cfg = exp.cfg
     server = Rounds(exp, checkpoint, pool)
-    train_loop(exp, server, cfg.rounds, history, desc=f"{cfg.strategy} {cfg.model}", checkpoint=checkpoint)
+    try:
+        train_loop(exp, server, cfg.rounds, history, desc=f"{cfg.strategy} {cfg.model}", checkpoint=checkpoint)
+    except BaseException:
+        if pool is None:  # ours: its worker processes (--parallel-clients) are killed mid-job
+            server.pool.close(abort=True)
+        raise
+    if pool is None:
+        server.pool.close()
     final = server.final()
     if cfg.dp:
         final["privacy"] = {

@@ -42,7 +42,7 @@ DEFAULT_MODES = ("fedavg", "central")  # FedAvg and its pooled reference: what t
 EPSILON = 0.05  # tolerance on |V_FED - V_SUM| that 03_accuracy reports against
 # Config keys a run may change between training and reuse, as on --resume: they say where
 # it ran, not what it learned.
-HARDWARE_KEYS = ("device", "amp", "channels_last")
+HARDWARE_KEYS = ("device", "amp", "channels_last", "parallel_clients")
 # Where the data are, not what they are: when both configs carry the same fingerprint,
 # a moved checkout or data folder still reuses its runs.
 LOCATION_KEYS = ("data", "data_dir")
@@ -351,8 +351,8 @@ def reproduce(
     ``seeds`` trains every (model, mode) once per seed (``seed`` is the shorthand for one;
     default 0). ``overrides`` are extra TrainConfig fields for every run and for 00_data:
     the COVIDx layout (``train_split``...), ``val_fraction``, ``class_weight``,
-    ``pooled_budget``; the tests send generated data to a temporary folder with
-    ``{"data_dir": ...}``. ``runs_dir``, ``figures_dir`` and ``reports_dir`` are used as
+    ``pooled_budget``, ``parallel_clients``, ``compile``; the tests send generated data to
+    a temporary folder with ``{"data_dir": ...}``. ``runs_dir``, ``figures_dir`` and ``reports_dir`` are used as
     given; None picks the defaults in the module docstring.
     Returns the executed reports, the skipped runs and the folders used.
     """

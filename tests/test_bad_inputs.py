@@ -115,6 +115,15 @@ CATALOGUE = {
         "--image-size must be an integer from 32 to 1024, got 5000",
     ),
     "batch of one image": (lambda root, tmp: ["--batch-size", "1"], "--batch-size must be at least 2 for resnet18"),
+    # speed options (issue 15)
+    "no clients at once": (
+        lambda root, tmp: ["--parallel-clients", "0"],
+        "--parallel-clients must be an integer of at least 1, got 0",
+    ),
+    "compile with differential privacy": (
+        lambda root, tmp: ["--compile", "--dp-noise-multiplier", "1.0"],
+        "--compile with differential privacy is not supported",
+    ),
     "config value of the wrong type": (
         lambda root, tmp: ["--config", _config(tmp, 'amp: "no"\n')],
         "config field amp must be true or false or null, got 'no'",
