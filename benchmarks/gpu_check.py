@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
             h = {
                 "old": hours(rate["old path"], rate["old path"], old_eval),
                 "equal": hours(max(rate["new"], rate["par2"]), rate["new"], new_eval),
-                "compile": hours(max(rate.values()), max(rate["new"], rate.get("+compile", 0)), new_eval),
+                "compile": hours(
+                    max(v for p, v in rate.items() if p != "old path"),
+                    max(rate["new"], rate.get("+compile", 0)),
+                    new_eval,
+                ),
             }
             for key in total:
                 total[key] += h[key]
