@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         print(head + f"{'h old':>8}{'h equal':>9}{'h compile':>10}", flush=True)
         total = dict.fromkeys(("old", "equal", "compile"), 0.0)
         for name in args.models:
-            base = dict(model=name, device=args.device, image_size=args.image_size, local_epochs=1)
+            base = dict(model=name, device=args.device, image_size=args.image_size, local_epochs=1, parallel_clients=1)
             cfg = partial(config.resolve, "paper", **base)
             rate = {"old path": old_path_rate(cfg(), images, labels, args.images)}
             rate["new"] = client_rate(cfg(), images, labels, args.images)

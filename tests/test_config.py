@@ -22,6 +22,8 @@ def test_paper_profile_is_the_papers_table_1():
 
     assert cfg.amp is None and pick_hardware("cpu", cfg.amp).amp is False  # float32: bf16 is opt-in
     assert cfg.model_norm == "batch" and cfg.engine == "inprocess"
+    # The fastest options that keep the updates: the round's two clients at once; no compilation (other rounding).
+    assert cfg.parallel_clients == cfg.clients_per_round and cfg.compile is False
 
 
 def test_matched_pooled_budget_makes_fedavgs_sample_passes():
