@@ -22,7 +22,6 @@ and then the run stops with ``RoundFailed``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,13 +29,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from . import client, privacy, runs
+from . import privacy, runs
 from .aggregate import client_weights
 from .client import Update, cpu_state
 from .errors import UserError
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
-from .parallel import Job, Outcome, Workers
+from .parallel import Job, Outcome, Workers, fit_outcome
 from .strategy import Strategy, from_config, norm_keys
 from .train import derive_seed
 
@@ -143,9 +142,9 @@ class InProcessClients:
         exp = self.exp
         for c, state, opt_state in jobs:
             self.model.load_state_dict(state)
-            started = time.perf_counter()
-            try:
-                update, opt = client.fit(
+            yield (
+                c,
+                fit_outcome(
                     self.model,
                     exp.data.train_images,
                     exp.data.train_labels,
@@ -156,11 +155,8 @@ class InProcessClients:
                     c,
                     attempt,
                     opt_state,
-                )
-            except Exception as exc:  # a failing site must not take the federation down
-                yield c, (None, None, time.perf_counter() - started, f"raised {type(exc).__name__}: {exc}")
-                continue
-            yield c, (update, opt, time.perf_counter() - started, None)
+                ),
+            )
 
     def close(self, abort: bool = False) -> None:
         """End the worker processes, if any: after their job, or at once (``abort``)."""

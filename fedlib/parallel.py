@@ -57,6 +57,19 @@ def image_source(images: np.ndarray):
     return np.asarray(images)
 
 
+def fit_outcome(
+    model, images, labels: np.ndarray, indices: np.ndarray, cfg, hw, round_idx: int, c: int, attempt: int, opt_state
+) -> Outcome:
+    """``client.fit`` of client ``c`` on ``model`` (holding its start weights), timed, with a
+    failure caught as the reason it is dropped: what both pools make of one client."""
+    started = time.perf_counter()
+    try:
+        update, opt = client.fit(model, images, labels, indices, cfg, hw, round_idx, c, attempt, opt_state)
+    except Exception as exc:  # a failing site must not take the federation down
+        return None, None, time.perf_counter() - started, f"raised {type(exc).__name__}: {exc}"
+    return update, opt, time.perf_counter() - started, None
+
+
 def _serve(conn, cfg, hw, num_classes: int, images, labels: np.ndarray, threads: int) -> None:
     """A worker: one model replica, then jobs until the pool sends None or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends us
@@ -72,15 +85,11 @@ def _serve(conn, cfg, hw, num_classes: int, images, labels: np.ndarray, threads:
             return
         round_idx, c, attempt, state, indices, opt_state = job
         model.load_state_dict(loads(state))
-        started = time.perf_counter()  # the fit alone, as the sequential pool times it
-        try:
-            update, opt = client.fit(
-                model, images, labels, indices, cfg, hw, round_idx, c, attempt, loads(opt_state) if opt_state else None
-            )
-            took = time.perf_counter() - started
-            conn.send(dumps((update, opt if cfg.keep_optimizer_state else None, took, None)))
-        except Exception as exc:  # a failing site must not take the federation down
-            conn.send(dumps((None, None, time.perf_counter() - started, f"raised {type(exc).__name__}: {exc}")))
+        opt_state = loads(opt_state) if opt_state else None
+        update, opt, took, error = fit_outcome(
+            model, images, labels, indices, cfg, hw, round_idx, c, attempt, opt_state
+        )
+        conn.send(dumps((update, opt if cfg.keep_optimizer_state else None, took, error)))
 
 
 class Workers:
@@ -110,7 +119,7 @@ class Workers:
         to be taken. A generator left early ends the workers (a later call starts new ones)."""
         self._start()
         order, queue = [c for c, _, _ in jobs], deque(jobs)
-        parts = self.exp.parts
+        parts, blobs = self.exp.parts, {}  # a start state shared by several clients is serialised once
         idle, busy, done = list(range(self.n)), {}, {}
         try:
             while order:
@@ -118,8 +127,12 @@ class Workers:
                     w = idle.pop()
                     c, state, opt = queue.popleft()
                     busy[w] = c
+                    if id(state) not in blobs:
+                        blobs[id(state)] = dumps(state)
                     try:
-                        self.conns[w].send((round_idx, c, attempt, dumps(state), parts[c], dumps(opt) if opt else None))
+                        self.conns[w].send(
+                            (round_idx, c, attempt, blobs[id(state)], parts[c], dumps(opt) if opt else None)
+                        )
                     except OSError:
                         self._died(w, c)
                 if order[0] not in done:
