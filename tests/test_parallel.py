@@ -59,12 +59,12 @@ def test_updates_come_back_in_client_order_with_at_most_n_in_flight(data_dir, tm
     exp = setup(four_sites(data_dir, parallel_clients=2), tmp_path, progress=False)
     model = exp.new_model()
     pool = InProcessClients(exp, model)
-    sent = []
-    send = pool.workers.__class__._collect
+    held = []  # updates in flight or waiting, each time the pool waits for an answer
+    collect = pool.workers.__class__._collect
 
     def watching(self, busy, done, idle):
-        sent.append(len(busy) + len(done))
-        return send(self, busy, done, idle)
+        held.append(len(busy) + len(done))
+        return collect(self, busy, done, idle)
 
     monkeypatch.setattr(pool.workers.__class__, "_collect", watching)
     try:
@@ -74,7 +74,7 @@ def test_updates_come_back_in_client_order_with_at_most_n_in_flight(data_dir, tm
         pool.close()
     assert [r.client for r in results] == [3, 0, 2, 1]
     assert all(r.update is not None and r.update.num_examples == len(exp.parts[r.client]) for r in results)
-    assert sent and max(sent) <= 2
+    assert held and max(held) <= 2
     assert len(pids) == 2 and not pool.workers.procs
     for pid in pids:
         with pytest.raises(ProcessLookupError):
