@@ -292,7 +292,8 @@ def load_split_arrays(
 
     images = _open_cached(path, shape)
     if images is None:
-        _build(path, shape, records, image_dir, size, progress, desc=f"caching {split} at {size}px")
+        desc = f"caching {split} at {size}px"
+        _build(path, shape, lambda tmp: _fill(tmp, records, image_dir, size, progress, desc))
         images = _open_cached(path, shape)
         if images is None:
             raise RuntimeError(f"cache file {path} was written but does not read back as {shape} uint8")
@@ -312,8 +313,9 @@ def _open_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return images
 
 
-def _build(path: Path, shape, records, image_dir: Path, size: int, progress: bool, desc: str) -> None:
-    """Write the cache beside its final name, then rename: a stopped build leaves no file.
+def _build(path: Path, shape, fill) -> None:
+    """Write the cache beside its final name with ``fill(tmp)``, then rename: a stopped build
+    leaves no file.
 
     The temporary name carries the process id, so two processes building the
     same cache at once (e.g. Flower clients) do not write into each other's file.
@@ -323,7 +325,7 @@ def _build(path: Path, shape, records, image_dir: Path, size: int, progress: boo
         with _sigterm_raises():
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             del out  # the workers open the file themselves
-            _fill(tmp, records, image_dir, size, progress, desc)
+            fill(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -104,9 +104,11 @@ def _marker(img: np.ndarray, corner: int, code: int) -> None:
             img[r : r + cell, c : c + cell] = 40
 
 
-def _blob(x, y, cx, cy, rx, ry, angle, wobble) -> np.ndarray:
-    """Normalised elliptic radius (1 on the edge), with ``wobble`` roughening
-    the edge so lesions are not perfect ellipses."""
+def _blob(grid, centre, radii, angle, wobble) -> np.ndarray:
+    """Normalised elliptic radius (1 on the edge) over ``grid`` = (x, y) around ``centre``
+    = (cx, cy) with ``radii`` = (rx, ry), with ``wobble`` roughening the edge so lesions are
+    not perfect ellipses."""
+    (x, y), (cx, cy), (rx, ry) = grid, centre, radii
     ca, sa = float(np.cos(angle)), float(np.sin(angle))
     dx, dy = x - cx, y - cy
     u, v = (ca * dx + sa * dy) / rx, (-sa * dx + ca * dy) / ry
@@ -130,7 +132,7 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
                 by = cy + rng.uniform(-0.35, 0.4) * h
                 r = (0.09 + 0.13 * severity) * rng.uniform(0.8, 1.2)
                 wobble = 0.15 * _smooth_noise(rng, size, 6)
-                rad = _blob(x, y, bx, by, r * rng.uniform(0.8, 1.3), r, rng.uniform(0, np.pi), wobble)
+                rad = _blob((x, y), (bx, by), (r * rng.uniform(0.8, 1.3), r), rng.uniform(0, np.pi), wobble)
                 prof = _sigmoid((1.0 - rad) / 0.08)  # fairly sharp edge: consolidation
                 contrast = (0.18 + 0.24 * severity) * rng.uniform(0.85, 1.15)
                 density = np.maximum(density, contrast * prof)
@@ -143,16 +145,8 @@ def _lesions(label, rng, x, y, lung_geo, size) -> tuple[np.ndarray, np.ndarray]:
                 bx = cx + side * rng.uniform(0.3, 0.75) * w
                 by = cy + rng.uniform(0.05, 0.42) * h  # above the diaphragm dome (~0.45-0.6 h)
                 r = (0.08 + 0.10 * severity) * rng.uniform(0.8, 1.25)
-                rad = _blob(
-                    x,
-                    y,
-                    bx,
-                    by,
-                    r * rng.uniform(0.6, 1.0),
-                    r * rng.uniform(1.0, 1.5),
-                    rng.uniform(-0.4, 0.4),
-                    0.0,
-                )
+                radii = (r * rng.uniform(0.6, 1.0), r * rng.uniform(1.0, 1.5))
+                rad = _blob((x, y), (bx, by), radii, rng.uniform(-0.4, 0.4), 0.0)
                 prof = _sigmoid((1.0 - rad) / 0.25)  # soft edge: ground glass
                 contrast = (0.20 + 0.20 * severity) * rng.uniform(0.85, 1.15)
                 density = np.maximum(density, contrast * prof * patch)
