@@ -14,26 +14,14 @@ import threading
 import traceback
 import warnings
 
+from .config import LAYOUT, PROFILES, flags
 from .errors import UserError
-
-
-def _layout_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("COVIDx layout (releases differ)")
-    g.add_argument("--train-split", help="train split file name (default train_split.txt)")
-    g.add_argument("--test-split", help="test split file name (default test_split.txt)")
-    g.add_argument("--train-dir", help="train image folder (default train)")
-    g.add_argument("--test-dir", help="test image folder (default test)")
 
 
 def _layout(args):
     from .data.covidx import Layout
 
-    given = {
-        k: getattr(args, k)
-        for k in ("train_split", "test_split", "train_dir", "test_dir")
-        if getattr(args, k) is not None
-    }
-    return Layout(**given)
+    return Layout(**flags.given(args, LAYOUT))
 
 
 def cmd_synth(args) -> None:
@@ -88,65 +76,10 @@ def cmd_data_summary(args) -> None:
         print(f"sources ({split}): " + ", ".join(f"{s}={n}" for s, n in sorted(by_source.items())))
 
 
-TRAIN_OPTIONS = {
-    # flag: (config field, type, help)
-    "--model": ("model", str, "network: covidnet_small, covidnet_large, resnet18, resnext50_32x4d, mobilenet_v2"),
-    "--mode": ("mode", str, "fedavg | central (pooled) | local (each client alone)"),
-    "--data": ("data", str, "'synthetic' or a COVIDx root folder"),
-    "--rounds": ("rounds", int, "federated rounds R"),
-    "--clients": ("clients", int, "clients K"),
-    "--fraction": ("fraction", float, "client fraction C in (0, 1]"),
-    "--local-epochs": ("local_epochs", int, "local epochs E"),
-    "--batch-size": ("batch_size", int, "batch size B"),
-    "--lr": ("lr", float, "Adam learning rate"),
-    "--weight-decay": ("weight_decay", float, "Adam weight decay"),
-    "--aggregation": ("aggregation", str, "weighted (by sample count) | uniform (the authors' mean)"),
-    "--strategy": ("strategy", str, "fedavg fedavgm fedprox fedadam fedyogi fedadagrad fedbn median trimmed_mean"),
-    "--proximal-mu": ("proximal_mu", float, "FedProx: weight of the proximal term (default 0.01)"),
-    "--server-lr": ("server_lr", float, "FedAvgM, FedAdam/FedYogi/FedAdagrad: server learning rate"),
-    "--server-momentum": ("server_momentum", float, "FedAvgM: server momentum (default 0.9)"),
-    "--beta1": ("beta1", float, "FedAdam/FedYogi: first-moment decay (default 0.9)"),
-    "--beta2": ("beta2", float, "FedAdam/FedYogi: second-moment decay (default 0.99)"),
-    "--tau": ("tau", float, "FedAdam/FedYogi/FedAdagrad: adaptivity (default 1e-3)"),
-    "--trim-fraction": ("trim_fraction", float, "trimmed_mean: share cut at each end (default 0.2)"),
-    "--partition": ("partition", str, "iid | dirichlet | quantity | by_source"),
-    "--alpha": ("alpha", float, "Dirichlet concentration for dirichlet / quantity"),
-    "--central-epochs": ("central_epochs", int, "pooled epochs (default: as --pooled-budget says)"),
-    "--pooled-budget": ("pooled_budget", str, "paper (R x E pooled epochs) | matched (FedAvg's sample passes)"),
-    "--val-fraction": ("val_fraction", float, "stratified share of the training set held out for validation"),
-    "--class-weight": ("class_weight", str, "none | balanced (inverse-frequency loss weights)"),
-    "--image-size": ("image_size", int, "input size in pixels"),
-    "--eval-every": ("eval_every", int, "evaluate on the test set every N rounds"),
-    "--subset": ("subset", int, "train on a seeded random subset of N images"),
-    "--seed": ("seed", int, "seed for every random choice"),
-    "--device": ("device", str, "auto | cpu | cuda"),
-    "--parallel-clients": (
-        "parallel_clients",
-        int,
-        "in-process FedAvg: train up to N of a round's clients at once, a worker process each (same results)",
-    ),
-    "--engine": ("engine", str, "inprocess (default) | flower-sim | flower (FedAvg only)"),
-    "--min-clients": ("min_clients", int, "a round needs at least this many usable client updates"),
-    "--round-retries": ("round_retries", int, "retries of a round with too few usable updates"),
-    "--client-timeout": ("client_timeout", float, "seconds per local update before a client is dropped"),
-    "--inject-failures": ("inject_failures", float, "probability that a client fails on purpose (seeded)"),
-    "--dp-noise-multiplier": ("dp_noise_multiplier", float, "DP-SGD on every client with this noise multiplier"),
-    "--dp-target-epsilon": ("dp_target_epsilon", float, "DP-SGD with the noise that spends at most this epsilon"),
-    "--dp-delta": ("dp_delta", float, "delta of (epsilon, delta)-DP (default 1e-5)"),
-    "--dp-max-grad-norm": ("dp_max_grad_norm", float, "DP-SGD per-sample clipping norm (default 1.0)"),
-}
-
-
 def train_config(args):
     from . import config, runs
 
-    overrides = {field: getattr(args, field) for field, _, _ in TRAIN_OPTIONS.values()}
-    overrides.update({k: getattr(args, k) for k in ("train_split", "test_split", "train_dir", "test_dir")})
-    overrides["keep_optimizer_state"] = args.keep_optimizer_state  # None: as the profile says
-    if args.secagg:
-        overrides["secagg"] = True
-    overrides["amp"] = args.amp
-    overrides["compile"] = args.compile
+    overrides = flags.given(args)  # every TrainConfig flag typed; the rest as the profile says
     runs.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if getattr(args, "run_config", None):
         overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
@@ -230,15 +163,15 @@ def cmd_params(args) -> None:
         print(f"{row['display_name']:<24}{row['params_millions']:>10.2f}M{pub}")
 
 
+# The training options ``fedlib reproduce`` passes to every run (with the COVIDx layout).
+REPRODUCE_FIELDS = ("val_fraction", "class_weight", "pooled_budget", "parallel_clients", "compile")
+
+
 def cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
     # Fields of every run's config (and of 00_data's); None: as the profile says.
-    passed = (
-        *("train_split", "test_split", "train_dir", "test_dir", "val_fraction", "class_weight", "pooled_budget"),
-        *("parallel_clients", "compile"),
-    )
-    overrides = {k: getattr(args, k) for k in passed if getattr(args, k) is not None}
+    overrides = flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS))
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     reproduce(
         profile=args.profile,
@@ -262,7 +195,7 @@ def cmd_study(args) -> None:
     from . import study
     from .reproduce import NOTEBOOKS_DIR, data_set, execute
 
-    layout = ("train_split", "test_split", "train_dir", "test_dir")
+    layout = LAYOUT
     overrides = {k: getattr(args, k) for k in layout if getattr(args, k) is not None}
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
@@ -296,40 +229,15 @@ def cmd_explain(args) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser, out_required: bool) -> None:
-    """The options of one training run (``fedlib train`` and ``fedlib flower-local``)."""
-    p.add_argument("--profile", default="quick", help="paper | quick | smoke (default quick)")
+    """The options of one training run (``fedlib train`` and ``fedlib flower-local``): every
+    TrainConfig field with a flag, grouped by section."""
+    p.add_argument("--profile", default="quick", help=f"{' | '.join(PROFILES)} (default quick)")
     p.add_argument("--config", help="JSON or YAML file of TrainConfig fields")
     p.add_argument("--out", required=out_required, help="run directory, e.g. runs/resnet18-fedavg")
-    for flag, (field, typ, help_) in TRAIN_OPTIONS.items():
-        p.add_argument(flag, dest=field, type=typ, default=None, help=help_)
-    p.add_argument(
-        "--keep-optimizer-state",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="each client keeps its Adam state between its rounds (quick profile: on for "
-        "ResNeXt-50); --no-keep-optimizer-state starts Adam afresh, as the authors",
-    )
-    p.add_argument(
-        "--secagg",
-        action="store_true",
-        help="Flower engines: SecAgg+ secure aggregation (the server sees only the sum)",
-    )
-    p.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bf16 autocast on CUDA (off by default: float32, as the paper)",
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile the model (CUDA graphs on a GPU); equal to eager to float rounding",
-    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _layout_args(p)
+    flags.add_train_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data-summary", help="image counts per split, class and source")
     p.add_argument("--data", required=True, help="COVIDx root folder")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _layout_args(p)
+    flags.add_layout_flags(p)
     p.set_defaults(func=cmd_data_summary)
 
     p = sub.add_parser("train", help="train one model in one mode into a run directory")
@@ -393,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="the non-IID hospitals study: notebook 05_non_iid headless (trains, then plots)")
     p.add_argument("--profile", default="quick", help="quick (CPU, about 20 minutes) | paper (GPU)")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder (with sources)")
+    flags.add_flag(p, "data", default="synthetic")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every run (default: 0)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
     p.add_argument(
@@ -408,19 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", default=None, help="the executed notebook (default reports/study/05_non_iid-<profile>.ipynb)"
     )
-    for flag, default in (
-        ("--train-split", "train_split.txt"),
-        ("--test-split", "test_split.txt"),
-        ("--train-dir", "train"),
-        ("--test-dir", "test"),
-    ):
-        p.add_argument(flag, default=None, help=f"COVIDx layout (default {default})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    flags.add_layout_flags(p)
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("reproduce", help="run every notebook in order with papermill (trains, then plots)")
     p.add_argument("--profile", default="quick", help="quick (CPU, minutes) | paper (GPU) | smoke")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a COVIDx root folder")
+    flags.add_flag(p, "data", default="synthetic")
     p.add_argument("--models", nargs="+", default=None, help="models to train (default: the paper's four)")
     p.add_argument("--modes", nargs="+", default=None, help="training modes (default: fedavg central)")
     seeds = p.add_mutually_exclusive_group()
@@ -449,19 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where executed notebooks go (default reports/<profile>/ for the profile's synthetic "
         "set, reports/<profile>-<data tag>/ for any other data set)",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    g = p.add_argument_group("training options for every run (default: as the profile says)")
-    for flag in ("--val-fraction", "--class-weight", "--pooled-budget", "--parallel-clients"):
-        field, typ, help_ = TRAIN_OPTIONS[flag]
-        g.add_argument(flag, dest=field, type=typ, default=None, help=help_)
-    g.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile every run's model; runs trained without it are not reused",
-    )
+    flags.add_flag(p, "device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _layout_args(p)
+    g = p.add_argument_group(
+        "training options for every run (default: as the profile says)",
+        "a run folder trained with other values is not reused (--parallel-clients aside: it does not change the updates)",
+    )
+    flags.add_flags(g, REPRODUCE_FIELDS)
+    flags.add_layout_flags(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("explain", help="Grad-CAM++ maps of one trained run")

@@ -107,3 +107,44 @@ def test_quick_profile_keeps_adam_state_for_resnext_and_the_cli_can_turn_it_off(
     assert cli("resnet18").keep_optimizer_state is False
     assert cli("resnet18", "--keep-optimizer-state").keep_optimizer_state is True
     assert cli("resnext50_32x4d", "--profile", "paper").keep_optimizer_state is False  # the authors' way
+
+
+def test_every_field_has_a_section_and_help():
+    import dataclasses
+
+    for f in dataclasses.fields(config.TrainConfig):
+        assert f.metadata["section"] in config.SECTIONS, f.name
+        assert f.metadata["help"].strip(), f.name
+        assert "%" not in f.metadata["help"], f.name  # argparse would read it as a format
+        flag = f.metadata["flag"]
+        assert flag is None or flag == "--" + f.name.replace("_", "-"), f.name  # errors name the flag so
+    assert {f.metadata["section"] for f in dataclasses.fields(config.TrainConfig)} == set(config.SECTIONS)
+    assert len(config.SECTIONS) <= 8
+
+
+def test_resume_changeable_is_the_fields_marked_resumable():
+    import dataclasses
+
+    marked = [f.name for f in dataclasses.fields(config.TrainConfig) if f.metadata["resume"]]
+    assert config.RESUME_CHANGEABLE == tuple(marked)
+    # how a run executes and how far it goes, not what it learns: the same set as before the metadata
+    assert set(config.RESUME_CHANGEABLE) == {
+        *("rounds", "central_epochs", "device", "amp", "channels_last", "eval_batch_size", "parallel_clients"),
+        *("compile", "eval_every", "checkpoint_every", "client_timeout", "min_clients", "round_retries"),
+        *("data", "data_dir"),
+    }
+
+
+def test_help_names_every_model_and_strategy():
+    from fedlib.models import MODEL_NAMES
+    from fedlib.strategy import NAMES
+
+    help_ = {name: f.metadata["help"] for name, f in config.FIELDS.items()}
+    assert all(m in help_["model"] for m in MODEL_NAMES)
+    assert all(s in help_["strategy"].split(" | ") for s in NAMES)
+    assert all(p in config.PROFILES for p in config.PROFILE_MODEL_OVERRIDES)
+
+
+def test_a_field_needs_a_known_section():
+    with pytest.raises(ValueError, match="unknown section"):
+        config.knob(1, "misc", "a knob in no section")
