@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from fedlib import config, runs
-from fedlib.flower import LocalFederation, run_flower
+from fedlib.deploy import LocalFederation
+from fedlib.flower import run_flower
 from fedlib.launch import run
 
 

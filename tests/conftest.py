@@ -128,11 +128,18 @@ def history_without_time(run_dir) -> list[dict]:
     ]
 
 
+def doc_pages() -> list[Path]:
+    """The user documentation: README.md and every page of docs/."""
+    repo = Path(__file__).resolve().parent.parent
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
 def readme_block(start: str) -> str:
-    """The README's fenced code block whose first line starts with ``start`` (indentation removed)."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for chunk in text.split("```")[1::2]:
-        lines = [line.strip() for line in chunk.strip("\n").splitlines()]
-        if lines and lines[0].startswith(start):
-            return "\n".join(lines) + "\n"
-    raise AssertionError(f"no README code block starts with {start!r}")
+    """The fenced code block of README.md or a docs/ page whose first line starts with ``start``
+    (indentation removed)."""
+    for page in doc_pages():
+        for chunk in page.read_text().split("```")[1::2]:
+            lines = [line.strip() for line in chunk.strip("\n").splitlines()]
+            if lines and lines[0].startswith(start):
+                return "\n".join(lines) + "\n"
+    raise AssertionError(f"no code block in README.md or docs/*.md starts with {start!r}")

@@ -13,10 +13,11 @@ from conftest import assert_same_weights, history_without_time, smoke, weights
 
 from fedlib import config, runs
 from fedlib.client import InjectedFault, Update
+from fedlib.deploy import LocalFederation
+from fedlib.deploy.local import tagged
 from fedlib.errors import UserError
-from fedlib.flower import LocalFederation, apps, run_flower
+from fedlib.flower import apps, run_flower
 from fedlib.flower.apps import failure_reason
-from fedlib.flower.local import tagged
 from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
 from fedlib.flower.site import load_site
 from fedlib.launch import run
@@ -323,7 +324,7 @@ def test_behind_the_readmes_fleet_gateway_hospitals_train_but_cannot_use_the_con
 
     from conftest import readme_block
 
-    from fedlib.flower.local import CONNECTION, flower_env, free_port, write_connection
+    from fedlib.deploy.local import CONNECTION, flower_env, free_port, write_connection
 
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if nginx is None:

@@ -8,15 +8,16 @@ import pytest
 from conftest import assert_same_weights, smoke, weights
 
 from fedlib import config
-from fedlib.flower import LocalFederation, run_flower, warm
-from fedlib.flower.local import tagged
+from fedlib.deploy import LocalFederation, warm
+from fedlib.deploy.local import tagged
+from fedlib.flower import run_flower
 from fedlib.launch import run
 
 pytest.importorskip("flwr")
 
 
 def test_every_patched_flower_attribute_is_there():
-    # Fails on a Flower upgrade that moved or changed what fedlib.flower.warm patches or calls:
+    # Fails on a Flower upgrade that moved or changed what fedlib.deploy.warm patches or calls:
     # then fix warm.py for the new Flower (and FLOWER_VERSION), or drop the warm mode.
     assert warm.problems() == []
     assert warm.supernode_command()[-3:] == ["-m", warm.MODULE, "supernode"]

@@ -1,21 +1,27 @@
-"""The README's result tables are the files the notebooks wrote, not typed-in numbers."""
+"""The README's and docs/' result tables are the files the notebooks wrote, not typed-in numbers;
+the README fits a screen or two and every relative link of the documentation leads somewhere."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from conftest import readme_block
+from conftest import doc_pages, readme_block
 
 from fedlib import readme
 
 REPO = Path(__file__).resolve().parent.parent
+README_MAX_LINES = 250
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def test_readme_tables_equal_the_tables_in_figures():
-    framed = readme.blocks((REPO / "README.md").read_text())
-    assert len(framed) >= 4  # Tables 2-4 and the gap at least
-    for path, body in framed:
-        assert body == readme.table_text(REPO / path), f"README table {path} differs: run python -m fedlib.readme"
+    assert len(readme.blocks((REPO / "README.md").read_text())) >= 4  # Tables 2-4 and the gap at least
+    for page in doc_pages():
+        for path, body in readme.blocks(page.read_text()):
+            assert body == readme.table_text(REPO / path), (
+                f"{page.name}: table {path} differs: run python -m fedlib.readme"
+            )
 
 
 def test_sync_rewrites_a_stale_table(tmp_path):
@@ -69,3 +75,56 @@ def test_the_readmes_flwr_run_config_example_is_a_valid_run():
         0.01,
         "/srv/runs/r",
     )
+
+
+def test_the_readme_is_at_most_250_lines():
+    lines = len((REPO / "README.md").read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail to a page of docs/"
+
+
+def without_code(text: str) -> str:
+    """Markdown prose: fenced code blocks and HTML comments removed (inline code kept)."""
+    return re.sub(r"<!--.*?-->", "", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.S)
+
+
+def anchors(page: Path) -> set[str]:
+    """The #anchors GitHub gives the headings of ``page``."""
+    found: set[str] = set()
+    for line in without_code(page.read_text()).splitlines():
+        if line.startswith("#"):
+            slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            n = sum(a == slug or re.fullmatch(re.escape(slug) + r"-\d+", a) is not None for a in found)
+            found.add(f"{slug}-{n}" if n else slug)
+    return found
+
+
+def links(page: Path) -> list[str]:
+    """The targets of the links and images of ``page`` outside code."""
+    prose = re.sub(r"`[^`\n]*`", "", without_code(page.read_text()))
+    return LINK.findall(prose)
+
+
+def test_every_relative_link_of_the_documentation_leads_to_a_file_and_heading():
+    broken = []
+    for page in doc_pages():
+        for target in links(page):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+    assert len(links(REPO / "README.md")) >= 8  # the checker reads the README's links at all
+
+
+def test_the_link_checker_finds_links_anchors_and_skips_code(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text(
+        "# A title: `code` here\n\n## Two\n## Two\n[a\nb](x.md#y) ![i](f.png) `[c](no.md)`\n"
+        "```\n# not a heading\n[d](no.md)\n```\n<!-- [e](no.md) -->\n"
+    )
+    assert links(page) == ["x.md#y", "f.png"]
+    assert anchors(page) == {"a-title-code-here", "two", "two-1"}

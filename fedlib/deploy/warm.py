@@ -5,9 +5,9 @@ Flower 1.42 runs every message in a new ``flwr-clientapp`` process, which import
 PyTorch and fedlib again (about 3 s on a laptop CPU, more than a quick round's
 training), and a SuperNode asks the SuperLink for work every 3 s. No supported Flower
 setting shortens either (its warm executor pools serve Kubernetes and other task types
-only). A warm SuperNode is ``python -m fedlib.flower.warm supernode ARGS``:
+only). A warm SuperNode is ``python -m fedlib.deploy.warm supernode ARGS``:
 ``flower-supernode ARGS --isolation process`` with its idle waits cut to ``POLL`` s,
-next to ``python -m fedlib.flower.warm clientapp-executor``, which plays Flower's
+next to ``python -m fedlib.deploy.warm clientapp-executor``, which plays Flower's
 SuperExec for it and starts each ClientApp from a fork server that imported fedlib
 once. The child runs Flower's own ``run_clientapp``, so messages, the Runtime API and
 the maths are Flower's and fedlib's as on a stock SuperNode.
@@ -35,7 +35,7 @@ import warnings
 
 FLOWER_VERSION = "1.42.0"  # the Flower release these patches were written and tested against
 POLL = 0.2  # seconds a warm SuperNode waits between looks for work (stock: 3 s and 0.5 s)
-MODULE = "fedlib.flower.warm"  # this file as a command: python -m fedlib.flower.warm ...
+MODULE = "fedlib.deploy.warm"  # this file as a command: python -m fedlib.deploy.warm ...
 APP_MODULE = "fedlib.flower.apps"  # what the fork server imports once
 
 # (module, attribute, what fedlib does with it). Every entry is checked by problems().
