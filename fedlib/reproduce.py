@@ -200,7 +200,7 @@ def plan(spec: Reproduction | None = None, /, **fields) -> list[Step]:
     reach 00_data and every run alike.
     """
     spec = _spec(spec, fields)
-    runs_dir, figures_dir, overrides = spec.runs_dir, spec.figures_dir, spec.overrides
+    runs_dir, figures_dir, overrides = spec.runs_dir, spec.figures_dir, spec.overrides or {}
     seeds = [int(s) for s in spec.seeds]
     analysis = {"runs_dir": str(runs_dir), "figures_dir": str(figures_dir), "models": list(spec.models), "seeds": seeds}
     steps = [

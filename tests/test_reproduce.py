@@ -93,6 +93,13 @@ def test_the_run_config_is_what_the_notebook_resolves():
     )
 
 
+def test_a_reproduction_is_planned_alike_from_its_spec_or_its_fields():
+    fields = dict(profile="smoke", models=["resnet18"], modes=["fedavg"], seeds=[0], runs_dir="r", figures_dir="f")
+    assert reproduce.plan(reproduce.Reproduction(**fields)) == reproduce.plan(**fields)
+    with pytest.raises(TypeError, match="not both"):
+        reproduce.plan(reproduce.Reproduction(**fields), profile="quick")
+
+
 # ---------------------------------------------------------------- data identity and folders
 
 
@@ -120,6 +127,24 @@ def test_only_the_profiles_own_synthetic_set_draws_into_figures(tmp_path):
     assert not folder.is_profile_synthetic(config.resolve("smoke", None, data=str(tmp_path)))
     data = folder.DataSet(tmp_path, "0123456789abcdef", "synthetic")
     assert folder.reproduce_paths("quick", data, profile_synthetic=True)[1:] == (Path("figures"), Path("reports/quick"))
+
+
+def test_the_study_has_folders_of_its_own_per_profile_and_data_set():
+    tag = "covidx-0123abcd"
+    assert folder.study_paths("quick", "synthetic", tag) == (
+        Path("runs/study/quick") / tag,
+        Path("figures/study"),
+        Path("reports/study/05_non_iid-quick.ipynb"),
+    )
+    assert folder.study_paths("smoke", "synthetic", tag) == (
+        Path("runs/study/smoke") / tag,
+        Path(f"figures/study/smoke-{tag}"),
+        Path(f"reports/study/05_non_iid-smoke-{tag}.ipynb"),
+    )
+    assert folder.study_paths("quick", "/data/covidx", tag)[1:] == (
+        Path(f"figures/study/quick-{tag}"),
+        Path(f"reports/study/05_non_iid-quick-{tag}.ipynb"),
+    )
 
 
 def test_the_wanted_config_is_what_a_run_records(tmp_path):

@@ -20,7 +20,7 @@ from fedlib import config
 from fedlib.cli import main
 from fedlib.errors import UserError
 from fedlib.run import io
-from fedlib.run.folder import MARKER, is_run_folder, recover
+from fedlib.run.folder import MARKER, is_finished, is_run_folder, recover
 from fedlib.runner import train as run
 
 
@@ -166,6 +166,13 @@ def test_recover_completes_or_undoes_a_swap_cut_between_its_renames(tmp_path, fi
     recover(out)
     assert io.read_json(out / "config.json")["tag"] == ("new" if finished else "old")
     assert not replaced.exists() and not replacing.exists()
+
+
+def test_a_finished_run_holds_config_json_and_final_json(tmp_path):
+    io.write_json(tmp_path / "final.json", {})
+    assert not is_finished(tmp_path)
+    io.write_json(tmp_path / "config.json", {})
+    assert is_finished(tmp_path)
 
 
 # ---------------------------------------------------------------- one process at a time
