@@ -33,6 +33,7 @@ from tqdm import tqdm
 from . import config
 from .errors import UserError
 from .run.folder import (
+    RUN_KEYS,
     DataSet,
     config_differences,
     data_set,
@@ -52,7 +53,7 @@ KERNEL = "fedlib"  # registered by `make setup` (python -m ipykernel install --s
 DEFAULT_MODES = ("fedavg", "central")  # FedAvg and its pooled reference: what the paper's tables compare
 EPSILON = 0.05  # tolerance on |V_FED - V_SUM| that 03_accuracy reports against
 # Set per run by the reproduction itself; not accepted in ``overrides``.
-PER_RUN_KEYS = ("profile", "data", "model", "mode", "seed", "device")
+PER_RUN_KEYS = ("profile", *RUN_KEYS)
 
 
 def changed_keys(run_dir, wanted: dict) -> list[str]:

@@ -69,7 +69,7 @@ HARDWARE_KEYS = ("device", "amp", "channels_last", "parallel_clients")
 # Where the data are, not what they are: when both configs carry the same fingerprint,
 # a moved checkout or data folder still reuses its runs.
 LOCATION_KEYS = ("data", "data_dir")
-# What names one run beside its profile (01_train's parameters of those names; ``run_config``).
+# The parameters of 01_train that pick one run of a profile (``run_config``; None: the profile's).
 RUN_KEYS = ("model", "mode", "data", "seed", "device")
 
 
