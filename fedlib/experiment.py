@@ -223,8 +223,3 @@ def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
             "or start a new run in another --out."
         )
     return dataclasses.replace(cfg, data_fingerprint=found)
-
-
-def data_roots(cfg: TrainConfig) -> list[Path]:
-    """The folders a run reads its data from (a run folder may never hold one)."""
-    return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]

@@ -7,122 +7,61 @@ when it succeeds, or renamed to ``<name>.failed.ipynb`` when it fails, so a
 report on disk is always a complete run of its notebook.
 
 Runs of different data sets live apart: the default runs folder is
-``runs/<profile>/<data tag>``, the tag being the data set's name and the first
-8 characters of its fingerprint (``fedlib.data.identity``), e.g.
-``runs/quick/synthetic-1a2b3c4d``. The profile's own synthetic set draws into
-``figures/`` and ``reports/<profile>/`` (what the repository commits); any other
-data set into ``figures/<profile>-<data tag>/`` and ``reports/<profile>-<data tag>/``.
+``runs/<profile>/<data tag>``, e.g. ``runs/quick/synthetic-1a2b3c4d``; the profile's
+own synthetic set draws into ``figures/`` and ``reports/<profile>/`` (what the
+repository commits), any other data set into folders named after it
+(``fedlib.run.folder``, which names every run folder).
 
 A run folder is reused only when its ``config.json`` is the config it would be
-trained with, data fingerprint included (the hardware aside): a finished run is
-skipped, an unfinished one is resumed from its last checkpoint, and one with
-another config stops the reproduction before any notebook runs (``force``
-retrains it).
+trained with, data fingerprint included (the hardware aside,
+``run.folder.config_differences``): a finished run is skipped, an unfinished one is
+resumed from its last checkpoint, and one with another config stops the reproduction
+before any notebook runs (``force`` retrains it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import config, results, runs
+from . import config
 from .errors import UserError
+from .run.folder import (
+    RUN_KEYS,
+    DataSet,
+    config_differences,
+    data_set,
+    default_run_dir,  # noqa: F401  notebook 01 imports it from here
+    is_finished,
+    is_profile_synthetic,
+    reproduce_paths,
+    run_config,
+    run_name,
+    wanted_config,
+    watch_progress,
+)
+from .run.results import load_run
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL = "fedlib"  # registered by `make setup` (python -m ipykernel install --sys-prefix --name fedlib)
 DEFAULT_MODES = ("fedavg", "central")  # FedAvg and its pooled reference: what the paper's tables compare
 EPSILON = 0.05  # tolerance on |V_FED - V_SUM| that 03_accuracy reports against
-# Config keys a run may change between training and reuse, as on --resume: they say where
-# it ran, not what it learned.
-HARDWARE_KEYS = ("device", "amp", "channels_last", "parallel_clients")
-# Where the data are, not what they are: when both configs carry the same fingerprint,
-# a moved checkout or data folder still reuses its runs.
-LOCATION_KEYS = ("data", "data_dir")
 # Set per run by the reproduction itself; not accepted in ``overrides``.
-PER_RUN_KEYS = ("profile", "data", "model", "mode", "seed", "device")
+PER_RUN_KEYS = ("profile", *RUN_KEYS)
 
 
-@dataclass(frozen=True)
-class DataSet:
-    """The data set a reproduction trains on: where it is and what it is."""
-
-    root: Path
-    fingerprint: str  # fedlib.data.identity.fingerprint, as the runs record it
-    name: str  # "synthetic", or the folder's name
-
-    @property
-    def tag(self) -> str:
-        """The folder name for its runs: ``<name>-<fingerprint[:8]>``."""
-        return f"{self.name}-{self.fingerprint[:8]}"
-
-
-def data_set(cfg: config.TrainConfig, progress: bool = True) -> DataSet:
-    """The data set ``cfg`` trains on (generating the synthetic one on first use), checked
-    as training would read it, with the fingerprint a run records."""
-    from .data.covidx import Layout, read_split
-    from .data.identity import fingerprint
-    from .data.resolve import ensure_data_root
-
-    root = ensure_data_root(cfg, progress)
-    layout = cfg.layout if cfg.data != "synthetic" else Layout()
-    for split in ("train", "test"):
-        read_split(root, split, layout)  # a wrong --train-split or a partial download: one sentence here
-    name = "synthetic" if cfg.data == "synthetic" else re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
-    return DataSet(root, fingerprint(root, layout), name)
-
-
-def wanted_config(cfg: config.TrainConfig, data: DataSet) -> dict:
-    """config.json as ``cfg`` would record it: absolute data paths and the data's fingerprint."""
-    cfg = dataclasses.replace(config.absolute_paths(cfg), data_fingerprint=data.fingerprint)
-    return json.loads(json.dumps(config.to_dict(cfg)))  # as JSON has it (tuples as lists)
-
-
-def default_runs_dir(profile: str, data: DataSet) -> Path:
-    return Path("runs") / profile / data.tag
-
-
-def default_run_dir(cfg: config.TrainConfig, progress: bool = True) -> Path:
-    """Where ``fedlib reproduce`` trains ``cfg``: ``runs/<profile>/<data tag>/<model>-<mode>-seed<seed>``."""
-    return default_runs_dir(cfg.profile, data_set(cfg, progress)) / results.run_name(cfg.model, cfg.mode, cfg.seed)
-
-
-def is_profile_synthetic(cfg: config.TrainConfig) -> bool:
-    """True for the synthetic set the profile generates by default (what figures/ shows)."""
-    if cfg.data != "synthetic":
-        return False
-    default = config.resolve(cfg.profile, None)
-    return all(
-        getattr(cfg, f.name) == getattr(default, f.name) for f in dataclasses.fields(cfg) if f.name.startswith("synth_")
-    )
-
-
-def output_dirs(profile: str, data: DataSet, profile_synthetic: bool) -> tuple[Path, Path]:
-    """Default (figures, reports) folders: the profile's synthetic set keeps ``figures/`` and
-    ``reports/<profile>/``; another data set gets ``<dir>/<profile>-<data tag>/`` in both."""
-    if profile_synthetic:
-        return Path("figures"), Path("reports") / profile
-    label = f"{profile}-{data.tag}"
-    return Path("figures") / label, Path("reports") / label
-
-
-def config_differences(run_dir, wanted: dict) -> list[str]:
-    """Keys in which ``run_dir``'s config.json differs from ``wanted`` (the hardware aside);
-    [] when they agree or when there is no config.json."""
+def changed_keys(run_dir, wanted: dict) -> list[str]:
+    """``config_differences`` between ``run_dir``'s config.json and ``wanted``; [] when there is
+    no config.json. An unreadable config.json or final.json is a UserError (``load_run``)."""
     if not (Path(run_dir) / "config.json").is_file():
         return []
-    saved = results.load_run(run_dir, finished=False).config
-    ignored = set(HARDWARE_KEYS)
-    if saved.get("data_fingerprint") is not None and saved.get("data_fingerprint") == wanted.get("data_fingerprint"):
-        ignored |= set(LOCATION_KEYS)
-    return [k for k in results.config_differences(saved, wanted) if k not in ignored]
+    return config_differences(load_run(run_dir, finished=False).config, wanted)
 
 
 def _value(v) -> str:
@@ -132,7 +71,7 @@ def _value(v) -> str:
 
 def mismatch_message(run_dir, keys: Sequence[str], wanted: dict, others: int = 0) -> str:
     """The one sentence that stops a reproduction at a run trained with another config."""
-    saved = results.load_run(run_dir, finished=False).config
+    saved = load_run(run_dir, finished=False).config
     shown = "; ".join(f"{k}: {_value(saved.get(k))} in the run, {_value(wanted.get(k))} now" for k in keys[:4])
     if len(keys) > 4:
         shown += f"; and {len(keys) - 4} more key(s)"
@@ -153,10 +92,96 @@ def decide(run_dir, wanted: dict, *, force: bool = False) -> str:
         return "retrain" if there else "train"
     if not (run_dir / "config.json").is_file():
         return "train"
-    keys = config_differences(run_dir, wanted)
+    keys = changed_keys(run_dir, wanted)
     if keys:
         raise UserError(mismatch_message(run_dir, keys, wanted))
-    return "reuse" if results.is_finished(run_dir) else "resume"
+    return "reuse" if is_finished(run_dir) else "resume"
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """What one reproduction trains and draws; ``reproduce`` and ``plan`` take it, or its
+    fields as keywords.
+
+    ``seeds`` trains every (model, mode) once per seed (``seed`` is the shorthand for one;
+    default 0); ``models`` defaults to the paper's, ``modes`` to ``DEFAULT_MODES``.
+    ``overrides`` are extra TrainConfig fields for every run and for 00_data: the COVIDx
+    layout (``train_split``...), ``val_fraction``, ``class_weight``, ``pooled_budget``,
+    ``parallel_clients``, ``compile``; the tests send generated data to a temporary folder
+    with ``{"data_dir": ...}``. ``runs_dir``, ``figures_dir`` and ``reports_dir`` are used as
+    given; None picks the defaults of ``fedlib.run.folder.reproduce_paths``. Relative paths
+    are taken from the current folder, where the notebooks run too.
+    """
+
+    profile: str = "quick"
+    data: str = "synthetic"
+    models: Sequence[str] | None = None
+    modes: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    force: bool = False
+    runs_dir: str | Path | None = None
+    figures_dir: str | Path | None = None
+    reports_dir: str | Path | None = None
+    device: str = "auto"
+    progress: bool = True
+    overrides: dict | None = None
+    notebooks_dir: str | Path = NOTEBOOKS_DIR
+    seed: int | None = None
+
+    def run_parameters(self, model: str | None = None, mode: str | None = None, seed: int | None = None) -> dict:
+        """What ``run.folder.run_config`` resolves one run's config from (as 01_train's parameters);
+        None: the profile's model and mode, the first seed."""
+        return {
+            "profile": self.profile,
+            "model": model,
+            "mode": mode,
+            "data": self.data,
+            "seed": self.seeds[0] if seed is None else seed,
+            "device": self.device,
+            "overrides": dict(self.overrides or {}),
+        }
+
+    def checked(self) -> Reproduction:
+        """This reproduction with its defaults filled in (models, modes, seeds; the folders stay
+        as given), checked: bad seeds or overrides, a config that does not resolve (every run's
+        is resolved, so a typo fails in a second) or no notebooks are a UserError."""
+        from .models import PAPER_MODELS
+
+        if self.seeds is not None and self.seed is not None:
+            raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
+        seeds = [int(s) for s in (self.seeds if self.seeds is not None else [0 if self.seed is None else self.seed])]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise UserError(f"seeds must be one or more distinct integers, got {seeds}.")
+        reserved = sorted(set(self.overrides or {}) & set(PER_RUN_KEYS))
+        if reserved:
+            raise UserError(
+                f"overrides may not set {', '.join(reserved)}; pass them as the reproduction's own "
+                "arguments (profile, data, models, modes, seeds, device)."
+            )
+        spec = replace(
+            self,
+            models=list(self.models) if self.models else list(PAPER_MODELS),
+            modes=list(self.modes) if self.modes else list(DEFAULT_MODES),
+            seeds=seeds,
+            seed=None,
+            overrides=dict(self.overrides or {}),
+            notebooks_dir=Path(self.notebooks_dir),
+        )
+        for seed in seeds:
+            for model in spec.models:
+                for mode in spec.modes:
+                    run_config(spec.run_parameters(model, mode, seed))
+        if not (spec.notebooks_dir / "00_data.ipynb").is_file():
+            raise UserError(
+                f"no notebooks in {spec.notebooks_dir}; run `fedlib reproduce` from a checkout of the repository."
+            )
+        return spec
+
+
+def _spec(spec: Reproduction | None, fields: dict) -> Reproduction:
+    if spec is not None and fields:
+        raise TypeError("pass a Reproduction or its fields as keywords, not both")
+    return spec if spec is not None else Reproduction(**fields)
 
 
 @dataclass
@@ -167,45 +192,35 @@ class Step:
     run_dir: Path | None = None  # training steps: the run directory they fill
 
 
-def plan(
-    *,
-    profile: str,
-    data: str,
-    models: Sequence[str],
-    modes: Sequence[str],
-    seeds: Sequence[int],
-    runs_dir: str | Path,
-    figures_dir: str | Path,
-    device: str,
-    force: bool,
-    overrides: dict,
-    notebooks_dir: Path = NOTEBOOKS_DIR,
-) -> list[Step]:
-    """The notebooks to execute, in order, with their parameters.
+def plan(spec: Reproduction | None = None, /, **fields) -> list[Step]:
+    """The notebooks to execute, in order, with their parameters, for ``spec`` (its models,
+    modes, seeds, runs_dir and figures_dir given; or its fields as keywords).
 
     Training runs seed by seed (every model and mode of one seed, then the next), into
     ``<runs_dir>/<model>-<mode>-seed<seed>``; ``overrides`` (layout, training options)
     reach 00_data and every run alike.
     """
-    seeds = [int(s) for s in seeds]
-    analysis = {"runs_dir": str(runs_dir), "figures_dir": str(figures_dir), "models": list(models), "seeds": seeds}
+    spec = _spec(spec, fields)
+    runs_dir, figures_dir, overrides = spec.runs_dir, spec.figures_dir, spec.overrides or {}
+    seeds = [int(s) for s in spec.seeds]
+    analysis = {"runs_dir": str(runs_dir), "figures_dir": str(figures_dir), "models": list(spec.models), "seeds": seeds}
     steps = [
         Step(
             "00_data",
             "00_data",
             {
                 "figures_dir": str(figures_dir),
-                "profile": profile,
-                "data": data,
+                "profile": spec.profile,
+                "data": spec.data,
                 "seed": seeds[0],
                 "overrides": dict(overrides),
             },
         )
     ]
     for seed in seeds:
-        for model in models:
-            for mode in modes:
-                name = results.run_name(model, mode, seed)
+        for model in spec.models:
+            for mode in spec.modes:
+                name = run_name(model, mode, seed)
                 out = Path(runs_dir) / name
                 steps.append(
                     Step(
@@ -214,12 +229,12 @@ def plan(
                         {
                             "model": model,
                             "mode": mode,
-                            "profile": profile,
-                            "data": data,
+                            "profile": spec.profile,
+                            "data": spec.data,
                             "out": str(out),
                             "seed": seed,
-                            "device": device,
-                            "force": force,
+                            "device": spec.device,
+                            "force": spec.force,
                             "overrides": dict(overrides),
                         },
                         run_dir=out,
@@ -227,24 +242,29 @@ def plan(
                 )
     steps.append(Step("02_loss_curves", "02_loss_curves", dict(analysis)))
     steps.append(Step("03_accuracy", "03_accuracy", {**analysis, "epsilon": EPSILON}))
-    if (Path(notebooks_dir) / "04_gradcam.ipynb").is_file():
+    if (Path(spec.notebooks_dir) / "04_gradcam.ipynb").is_file():
         steps.append(Step("04_gradcam", "04_gradcam", dict(analysis)))
     return steps
 
 
-def run_config(parameters: dict) -> config.TrainConfig:
-    """The config 01_train resolves from its parameters (the notebook makes the same call)."""
-    p = parameters
-    return config.resolve(
-        p["profile"],
-        None,
-        model=p["model"],
-        mode=p["mode"],
-        data=p["data"],
-        seed=p["seed"],
-        device=p["device"],
-        **p["overrides"],
-    )
+def decide_all(steps: Sequence[Step], dataset: DataSet, *, force: bool = False) -> dict[Path, str]:
+    """``decide`` for the run folder of each training step, before any notebook runs: runs
+    trained with another config stop the reproduction here, with nothing written, in one
+    sentence that names the first and counts the others."""
+    actions, mismatched = {}, []
+    for step in steps:
+        if step.run_dir is None:
+            continue
+        wanted = wanted_config(run_config(step.parameters), dataset)
+        keys = [] if force else changed_keys(step.run_dir, wanted)
+        if keys:
+            mismatched.append((step.run_dir, keys, wanted))
+        else:
+            actions[step.run_dir] = decide(step.run_dir, wanted, force=force)
+    if mismatched:
+        run_dir, keys, wanted = mismatched[0]
+        raise UserError(mismatch_message(run_dir, keys, wanted, others=len(mismatched) - 1))
+    return actions
 
 
 def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False, progress: bool = True) -> dict:
@@ -260,7 +280,7 @@ def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False,
     action = decide(out, wanted_config(cfg, data_set(cfg, progress)), force=force)
     if action == "reuse":
         print(f"{out} has finished with this config (final.json exists): not retraining; pass force=True to retrain.")
-        return results.load_run(out).final
+        return load_run(out).final
     resume = action == "resume"
     if resume:
         print(f"{out} has this config but no final.json: resuming from its last checkpoint.")
@@ -284,7 +304,7 @@ def execute(
     report.parent.mkdir(parents=True, exist_ok=True)
     running = report.with_name(f".{report.stem}.running.ipynb")
     failed = report.with_name(f"{report.stem}.failed.ipynb")
-    watching = runs.watch_progress(run_dir, _show) if progress and run_dir is not None else nullcontext()
+    watching = watch_progress(run_dir, _show) if progress and run_dir is not None else nullcontext()
     try:
         with watching:
             pm.execute_notebook(
@@ -329,96 +349,28 @@ def execute(
     return report
 
 
-def reproduce(
-    profile: str = "quick",
-    data: str = "synthetic",
-    models: Sequence[str] | None = None,
-    modes: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    force: bool = False,
-    runs_dir: str | Path | None = None,
-    figures_dir: str | Path | None = None,
-    reports_dir: str | Path | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    overrides: dict | None = None,
-    notebooks_dir: str | Path = NOTEBOOKS_DIR,
-    seed: int | None = None,
-) -> dict:
+def reproduce(spec: Reproduction | None = None, /, **fields) -> dict:
     """Execute the notebooks in order: train what is missing, then draw every figure and table.
 
-    Relative paths are taken from the current folder, where the notebooks run too.
-    ``seeds`` trains every (model, mode) once per seed (``seed`` is the shorthand for one;
-    default 0). ``overrides`` are extra TrainConfig fields for every run and for 00_data:
-    the COVIDx layout (``train_split``...), ``val_fraction``, ``class_weight``,
-    ``pooled_budget``, ``parallel_clients``, ``compile``; the tests send generated data to
-    a temporary folder with ``{"data_dir": ...}``. ``runs_dir``, ``figures_dir`` and ``reports_dir`` are used as
-    given; None picks the defaults in the module docstring.
-    Returns the executed reports, the skipped runs and the folders used.
+    ``spec`` says what (a ``Reproduction``, or its fields as keywords:
+    ``reproduce(profile="smoke", seeds=[0, 1])``). Returns the executed reports, the
+    skipped runs and the folders used.
     """
-    from .models import PAPER_MODELS
-
-    models = list(models) if models else list(PAPER_MODELS)
-    modes = list(modes) if modes else list(DEFAULT_MODES)
-    if seeds is not None and seed is not None:
-        raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
-    seeds = [int(s) for s in (seeds if seeds is not None else [0 if seed is None else seed])]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds must be one or more distinct integers, got {seeds}.")
-    overrides = dict(overrides or {})
-    reserved = sorted(set(overrides) & set(PER_RUN_KEYS))
-    if reserved:
-        raise UserError(
-            f"overrides may not set {', '.join(reserved)}; pass them as the reproduction's own "
-            "arguments (profile, data, models, modes, seeds, device)."
-        )
-    notebooks_dir = Path(notebooks_dir)
-    # Every run's config is checked before anything runs: a typo fails in a second.
-    for seed_ in seeds:
-        for model in models:
-            for mode in modes:
-                config.resolve(profile, None, model=model, mode=mode, data=data, seed=seed_, device=device, **overrides)
-    if not (notebooks_dir / "00_data.ipynb").is_file():
-        raise UserError(f"no notebooks in {notebooks_dir}; run `fedlib reproduce` from a checkout of the repository.")
-
-    base = config.resolve(profile, None, data=data, seed=seeds[0], device=device, **overrides)
-    dataset = data_set(base, progress)
-    figures_default, reports_default = output_dirs(profile, dataset, is_profile_synthetic(base))
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(profile, dataset)
-    figures_dir = Path(figures_dir) if figures_dir is not None else figures_default
-    report_dir = Path(reports_dir) if reports_dir is not None else reports_default
-    steps = plan(
-        profile=profile,
-        data=data,
-        models=models,
-        modes=modes,
-        seeds=seeds,
-        runs_dir=runs_dir,
-        figures_dir=figures_dir,
-        device=device,
-        force=force,
-        overrides=overrides,
-        notebooks_dir=notebooks_dir,
+    spec = _spec(spec, fields).checked()
+    base = run_config(spec.run_parameters())
+    dataset = data_set(base, spec.progress)
+    default = reproduce_paths(spec.profile, dataset, is_profile_synthetic(base))
+    spec = replace(
+        spec,
+        runs_dir=Path(spec.runs_dir) if spec.runs_dir is not None else default.runs,
+        figures_dir=Path(spec.figures_dir) if spec.figures_dir is not None else default.figures,
+        reports_dir=Path(spec.reports_dir) if spec.reports_dir is not None else default.reports,
     )
-
-    # What to do with each run folder, decided before any notebook runs: a run trained with
-    # another config stops the reproduction here, with nothing written.
-    actions, mismatched = {}, []
-    for step in steps:
-        if step.run_dir is None:
-            continue
-        wanted = wanted_config(run_config(step.parameters), dataset)
-        keys = [] if force else config_differences(step.run_dir, wanted)
-        if keys:
-            mismatched.append((step.run_dir, keys, wanted))
-        else:
-            actions[step.run_dir] = decide(step.run_dir, wanted, force=force)
-    if mismatched:
-        run_dir, keys, wanted = mismatched[0]
-        raise UserError(mismatch_message(run_dir, keys, wanted, others=len(mismatched) - 1))
+    steps = plan(spec)
+    actions = decide_all(steps, dataset, force=spec.force)
 
     print(f"data set: {dataset.tag} ({dataset.root}, fingerprint {dataset.fingerprint})")
-    print(f"runs: {runs_dir}/  figures: {figures_dir}/  executed notebooks: {report_dir}/", flush=True)
+    print(f"runs: {spec.runs_dir}/  figures: {spec.figures_dir}/  executed notebooks: {spec.reports_dir}/", flush=True)
     executed, skipped = [], []
     for i, step in enumerate(steps, 1):
         action = actions.get(step.run_dir)
@@ -433,22 +385,22 @@ def reproduce(
         print(f"[{i}/{len(steps)}] {step.report}{note}", flush=True)
         executed.append(
             execute(
-                notebooks_dir / f"{step.notebook}.ipynb",
-                report_dir / f"{step.report}.ipynb",
+                spec.notebooks_dir / f"{step.notebook}.ipynb",
+                spec.reports_dir / f"{step.report}.ipynb",
                 step.parameters,
-                progress=progress,
+                progress=spec.progress,
                 run_dir=step.run_dir,
             )
         )
     print(f"data set:           {dataset.tag} ({dataset.root})")
-    print(f"figures and tables: {figures_dir}/")
-    print(f"executed notebooks: {report_dir}/")
-    print(f"run directories:    {runs_dir}/")
+    print(f"figures and tables: {spec.figures_dir}/")
+    print(f"executed notebooks: {spec.reports_dir}/")
+    print(f"run directories:    {spec.runs_dir}/")
     return {
         "executed": executed,
         "skipped": skipped,
-        "figures_dir": figures_dir,
-        "reports_dir": report_dir,
-        "runs_dir": runs_dir,
+        "figures_dir": spec.figures_dir,
+        "reports_dir": spec.reports_dir,
+        "runs_dir": spec.runs_dir,
         "data_set": dataset,
     }

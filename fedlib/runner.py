@@ -4,13 +4,13 @@ and writes config.json and final.json.
 Every engine ends here: the in-process engine directly, Flower's ServerApp with its
 own client pool (``fedlib.flower``). The steps, in order:
 
-1. refuse a target that is not ours to write (``runs.check_target``), take the run
-   folder's lock and clean up what a killed replacement left (``runs.recover``);
+1. refuse a target that is not ours to write (``check_target``, ``fedlib.run.folder``),
+   take the run folder's lock and clean up what a killed replacement left (``recover``);
 2. with ``resume``, follow config.json (``config.resume_config``); a finished run is
    returned as it is;
 3. load the data and split it (``experiment.setup``): bad data fails here, before an
    earlier run is touched; record the data's fingerprint;
-4. train in a transaction (``runs.transaction``): the mode's trainer runs the one
+4. train in a transaction (``transaction``): the mode's trainer runs the one
    loop (``fedlib.loop``), and final.json is written last.
 """
 
@@ -18,20 +18,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import runs
 from .central import run_central, run_local
 from .config import TrainConfig, absolute_paths, load_saved, resume_config, to_dict
 from .errors import UserError
 from .experiment import describe, record_data, setup
 from .federated import ClientPool, run_fedavg
 from .loop import resumed_history
+from .run.folder import check_target, data_roots, is_finished, locked, recover, transaction
+from .run.io import load_checkpoint, read_json, write_json
 
 BASELINES = {"central": run_central, "local": run_local}  # the modes without a client pool
-
-
-def data_roots(cfg: TrainConfig) -> list[Path]:
-    """The folders a run reads its data from (a run folder may never hold one)."""
-    return [Path(cfg.data_dir) if cfg.data == "synthetic" else Path(cfg.data)]
 
 
 def train(
@@ -52,31 +48,31 @@ def train(
     """
     out = Path(out)
     cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
-    runs.check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
-    with runs.locked(out):  # also refuses a second process before any work
-        runs.recover(out)  # the remains of a killed replacement, whatever this command does next
+    check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
+    with locked(out):  # also refuses a second process before any work
+        recover(out)  # the remains of a killed replacement, whatever this command does next
     if resume:
         saved = load_saved(out)
         cfg = resume_config(saved, to_dict(cfg), out)
-        if runs.is_finished(out):
+        if is_finished(out):
             if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
                 raise UserError(
                     f"{out} has finished; --resume does not extend a finished run: start a new "
                     "run with the new --rounds in another --out."
                 )
-            return runs.read_json(out / "final.json")
+            return read_json(out / "final.json")
     exp = setup(cfg, out, progress)  # bad data fails here, before an earlier run is touched
     cfg = exp.cfg = record_data(exp.cfg, exp.data, resume)
-    checkpoint = runs.load_checkpoint(out) if resume else None  # a resumed run writes in place
+    checkpoint = load_checkpoint(out) if resume else None  # a resumed run writes in place
     if checkpoint is not None and "history_rows" not in checkpoint:
         raise UserError(
             f"--resume: {out}'s checkpoint was written by an older fedlib, whose loop this one does not "
             "continue; finish it with that version, or start again with --overwrite."
         )
-    with runs.transaction(out, resume=resume) as work:
+    with transaction(out, resume=resume) as work:
         exp.run_dir = work
         _check_progress(cfg, checkpoint, out)
-        runs.write_json(work / "config.json", to_dict(cfg))
+        write_json(work / "config.json", to_dict(cfg))
         history = resumed_history(exp, checkpoint)
         if cfg.mode == "fedavg":
             clients: ClientPool | None = pool(exp) if pool is not None else None
@@ -95,7 +91,7 @@ def train(
             "pooled_budget": cfg.pooled_budget if cfg.mode != "fedavg" else None,
             "wall_time": exp.elapsed(),
         }
-        runs.write_json(work / "final.json", final)
+        write_json(work / "final.json", final)
     return final
 
 

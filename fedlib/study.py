@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import config, results
 from .metrics import slug, summarize_confusion
+from .run.folder import partition_label, study_run_name
 
 # (partition, alpha): the label-skew grid of FLamby-style studies, from mild to extreme.
 PARTITIONS = (("iid", None), ("dirichlet", 1.0), ("dirichlet", 0.3), ("dirichlet", 0.1), ("by_source", None))
@@ -54,14 +55,6 @@ class Study:
     )
 
 
-def partition_label(partition: str, alpha: float | None) -> str:
-    return partition if alpha is None else f"{partition}{alpha:g}"
-
-
-def run_name(partition: str, alpha: float | None, method: str, seed: int) -> str:
-    return f"{partition_label(partition, alpha)}-{method}-seed{seed}"
-
-
 def run_config(study: Study, partition: str, alpha: float | None, method: str, seed: int) -> config.TrainConfig:
     """The config of one cell. Pooled training ignores the partition (one run serves all)."""
     values = {**study.overrides, "model": study.model, "data": study.data, "seed": seed}
@@ -81,11 +74,11 @@ def cells(study: Study) -> list[tuple[str, str, float | None, str, int]]:
     out = []
     for seed in study.seeds:
         if "pooled" in study.methods:
-            out.append((f"pooled-seed{seed}", "iid", None, "pooled", seed))
+            out.append((study_run_name("iid", None, "pooled", seed), "iid", None, "pooled", seed))
         for partition, alpha in study.partitions:
             for method in study.methods:
                 if method != "pooled":
-                    out.append((run_name(partition, alpha, method, seed), partition, alpha, method, seed))
+                    out.append((study_run_name(partition, alpha, method, seed), partition, alpha, method, seed))
     return out
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import write_covidx
 
-from fedlib import cli, config, reproduce, results, runs
+from fedlib import cli, config, reproduce
 from fedlib.data.covidx import CLASSES, Layout
 from fedlib.data.identity import fingerprint
 from fedlib.errors import UserError
+from fedlib.run import folder, io
 
 V3 = {"train_split": "train_split_v3.txt", "test_split": "test_split_v3.txt"}
 
@@ -49,7 +50,7 @@ def test_plan_runs_every_model_and_mode_once_per_seed():
     )
     train = [s for s in steps if s.notebook == "01_train"]
     names = [
-        results.run_name(m, mode, seed)
+        folder.run_name(m, mode, seed)
         for seed in (0, 1)
         for m in ("resnet18", "mobilenet_v2")
         for mode in ("fedavg", "central")
@@ -82,7 +83,7 @@ def test_the_run_config_is_what_the_notebook_resolves():
         force=False,
         overrides={"pooled_budget": "matched", "val_fraction": 0.2, **V3},
     )[1]
-    cfg = reproduce.run_config(step.parameters)
+    cfg = folder.run_config(step.parameters)
     assert (cfg.model, cfg.mode, cfg.seed, cfg.device) == ("resnet18", "central", 3, "cpu")
     assert (cfg.pooled_budget, cfg.val_fraction, cfg.train_split, cfg.test_split) == (
         "matched",
@@ -92,16 +93,23 @@ def test_the_run_config_is_what_the_notebook_resolves():
     )
 
 
+def test_a_reproduction_is_planned_alike_from_its_spec_or_its_fields():
+    fields = dict(profile="smoke", models=["resnet18"], modes=["fedavg"], seeds=[0], runs_dir="r", figures_dir="f")
+    assert reproduce.plan(reproduce.Reproduction(**fields)) == reproduce.plan(**fields)
+    with pytest.raises(TypeError, match="not both"):
+        reproduce.plan(reproduce.Reproduction(**fields), profile="quick")
+
+
 # ---------------------------------------------------------------- data identity and folders
 
 
 def test_a_covidx_folder_is_named_by_folder_and_fingerprint(tmp_path):
     root = covidx_v3(tmp_path / "covidx v3")
-    data = reproduce.data_set(smoke_cfg(root))
+    data = folder.data_set(smoke_cfg(root))
     assert data.fingerprint == fingerprint(root, Layout(**V3))
     assert data.tag == f"covidx_v3-{data.fingerprint[:8]}"
-    assert reproduce.default_runs_dir("smoke", data) == Path("runs/smoke") / data.tag
-    assert reproduce.output_dirs("smoke", data, profile_synthetic=False) == (
+    assert folder.reproduce_paths("smoke", data, profile_synthetic=False) == (
+        Path("runs/smoke") / data.tag,
         Path("figures") / f"smoke-{data.tag}",
         Path("reports") / f"smoke-{data.tag}",
     )
@@ -110,21 +118,39 @@ def test_a_covidx_folder_is_named_by_folder_and_fingerprint(tmp_path):
 def test_the_wrong_split_file_name_fails_in_one_sentence(tmp_path):
     root = covidx_v3(tmp_path / "covidx")
     with pytest.raises(UserError, match="--train-split"):
-        reproduce.data_set(config.resolve("smoke", None, data=str(root)))
+        folder.data_set(config.resolve("smoke", None, data=str(root)))
 
 
 def test_only_the_profiles_own_synthetic_set_draws_into_figures(tmp_path):
-    assert reproduce.is_profile_synthetic(config.resolve("smoke", None, data_dir=str(tmp_path)))
-    assert not reproduce.is_profile_synthetic(config.resolve("smoke", None, synth_seed=1))
-    assert not reproduce.is_profile_synthetic(config.resolve("smoke", None, data=str(tmp_path)))
-    data = reproduce.DataSet(tmp_path, "0123456789abcdef", "synthetic")
-    assert reproduce.output_dirs("quick", data, profile_synthetic=True) == (Path("figures"), Path("reports/quick"))
+    assert folder.is_profile_synthetic(config.resolve("smoke", None, data_dir=str(tmp_path)))
+    assert not folder.is_profile_synthetic(config.resolve("smoke", None, synth_seed=1))
+    assert not folder.is_profile_synthetic(config.resolve("smoke", None, data=str(tmp_path)))
+    data = folder.DataSet(tmp_path, "0123456789abcdef", "synthetic")
+    assert folder.reproduce_paths("quick", data, profile_synthetic=True)[1:] == (Path("figures"), Path("reports/quick"))
+
+
+def test_the_study_has_folders_of_its_own_per_profile_and_data_set():
+    tag = "covidx-0123abcd"
+    assert folder.study_paths("quick", "synthetic", tag) == (
+        Path("runs/study/quick") / tag,
+        Path("figures/study"),
+        Path("reports/study/05_non_iid-quick.ipynb"),
+    )
+    assert folder.study_paths("smoke", "synthetic", tag) == (
+        Path("runs/study/smoke") / tag,
+        Path(f"figures/study/smoke-{tag}"),
+        Path(f"reports/study/05_non_iid-smoke-{tag}.ipynb"),
+    )
+    assert folder.study_paths("quick", "/data/covidx", tag)[1:] == (
+        Path(f"figures/study/quick-{tag}"),
+        Path(f"reports/study/05_non_iid-quick-{tag}.ipynb"),
+    )
 
 
 def test_the_wanted_config_is_what_a_run_records(tmp_path):
     root = covidx_v3(tmp_path / "covidx")
     cfg = smoke_cfg(root, class_weight="balanced")
-    wanted = reproduce.wanted_config(cfg, reproduce.data_set(cfg))
+    wanted = folder.wanted_config(cfg, folder.data_set(cfg))
     assert wanted["data"] == str(root.resolve()) and wanted["data_dir"] == str(Path("data").resolve())
     assert wanted["data_fingerprint"] == fingerprint(root, Layout(**V3))
     assert wanted["train_split"] == "train_split_v3.txt" and wanted["class_weight"] == "balanced"
@@ -136,13 +162,13 @@ def test_the_wanted_config_is_what_a_run_records(tmp_path):
 @pytest.fixture
 def wanted(tmp_path) -> dict:
     cfg = smoke_cfg(covidx_v3(tmp_path / "covidx"))
-    return reproduce.wanted_config(cfg, reproduce.data_set(cfg))
+    return folder.wanted_config(cfg, folder.data_set(cfg))
 
 
 def fake_run(run_dir: Path, cfg: dict, finished: bool = True) -> Path:
-    runs.write_json(run_dir / "config.json", cfg)
+    io.write_json(run_dir / "config.json", cfg)
     if finished:
-        runs.write_json(run_dir / "final.json", {"model": cfg["model"]})
+        io.write_json(run_dir / "final.json", {"model": cfg["model"]})
     return run_dir
 
 
@@ -175,8 +201,8 @@ def test_a_changed_knob_stops_the_reproduction_before_any_notebook(tmp_path, mon
     root = covidx_v3(tmp_path / "covidx")
     args = dict(profile="smoke", data=str(root), models=["resnet18"], modes=["fedavg"], progress=False)
     cfg = smoke_cfg(root, model="resnet18", mode="fedavg")
-    data = reproduce.data_set(cfg)
-    run = fake_run(tmp_path / "runs" / "smoke" / data.tag / "resnet18-fedavg-seed0", reproduce.wanted_config(cfg, data))
+    data = folder.data_set(cfg)
+    run = fake_run(tmp_path / "runs" / "smoke" / data.tag / "resnet18-fedavg-seed0", folder.wanted_config(cfg, data))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     executed = []
     monkeypatch.setattr(reproduce, "execute", lambda *a, **k: executed.append(a))
@@ -265,9 +291,9 @@ def test_the_mismatch_sentence_reaches_the_command_line(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     root = covidx_v3(tmp_path / "covidx")
     cfg = smoke_cfg(root, model="resnet18", mode="central")
-    data = reproduce.data_set(cfg)
+    data = folder.data_set(cfg)
     run = tmp_path / "runs" / "smoke" / data.tag / "resnet18-central-seed0"
-    fake_run(run, {**reproduce.wanted_config(cfg, data), "pooled_budget": "matched"})
+    fake_run(run, {**folder.wanted_config(cfg, data), "pooled_budget": "matched"})
     code = cli.main(
         [
             "reproduce",

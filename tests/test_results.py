@@ -1,4 +1,4 @@
-"""fedlib.results on hand-made run folders: finding runs by (model, mode, seed), refusing
+"""fedlib.run.results on hand-made run folders: finding runs by (model, mode, seed), refusing
 mixed data sets and duplicate runs, and the per-run numbers the tables read."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 from fabricate import MAJORITY, diagonal, history, write_run
 
-from fedlib import results
 from fedlib.errors import UserError
-from fedlib.runs import write_json
+from fedlib.run import results
+from fedlib.run.io import write_json
 
 
 def test_find_runs_filters_by_model_mode_and_seed_and_skips_unfinished(tmp_path):
@@ -164,7 +164,7 @@ def test_load_run_refuses_a_damaged_config_in_one_sentence(tmp_path, text, words
 
 def test_load_model_returns_the_checkpointed_model_in_eval_mode(tmp_path):
     from fedlib.models import build_model
-    from fedlib.runs import save_checkpoint
+    from fedlib.run.io import save_checkpoint
 
     path = write_run(tmp_path, "mobilenet_v2", "fedavg", 0, test=diagonal((4, 4, 4)))
     run = results.load_run(path)

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import smoke, write_covidx
 
-from fedlib import config, runs
+from fedlib import config
 from fedlib.cli import main
 from fedlib.errors import UserError
+from fedlib.run import io
+from fedlib.run.folder import MARKER, is_finished, is_run_folder, recover
 from fedlib.runner import train as run
 
 
@@ -74,7 +76,7 @@ def test_out_may_not_hold_the_data_being_read(tmp_path, capsys):
         [(f"p{i}", f"a{i}.png", "normal", "s") for i in range(4)],
         [("q", "b.png", "normal", "s")],
     )
-    runs.atomic_write_text(tmp_path / "d" / runs.MARKER, "looks like a run\n")  # even then
+    io.atomic_write_text(tmp_path / "d" / MARKER, "looks like a run\n")  # even then
     before = snapshot(root)
     for out in (root, tmp_path / "d"):
         assert (
@@ -94,10 +96,10 @@ def test_out_naming_a_file_is_one_line(data_config, tmp_path, capsys, out):
 
 
 def test_an_older_run_without_marker_can_still_be_replaced(data_config, earlier):
-    (earlier / runs.MARKER).unlink()
-    assert runs.is_run_folder(earlier)
+    (earlier / MARKER).unlink()
+    assert is_run_folder(earlier)
     assert main(argv(data_config, earlier, "--overwrite", "--rounds", "2")) == 0
-    assert len(runs.read_history(earlier / "history.csv")) == 2
+    assert len(io.read_history(earlier / "history.csv")) == 2
 
 
 # ---------------------------------------------------------------- replacing is a transaction
@@ -117,7 +119,7 @@ def test_a_replacement_failing_in_its_first_round_leaves_the_earlier_run(data_co
 def test_a_finished_replacement_takes_the_place_of_the_earlier_run(data_config, earlier):
     assert main(argv(data_config, earlier, "--overwrite", "--rounds", "2", "--seed", "5")) == 0
     assert json.loads((earlier / "config.json").read_text())["seed"] == 5
-    assert len(runs.read_history(earlier / "history.csv")) == 2 and siblings(earlier) == []
+    assert len(io.read_history(earlier / "history.csv")) == 2 and siblings(earlier) == []
 
 
 def _train_process(data_config, out, *extra) -> subprocess.Popen:
@@ -136,7 +138,7 @@ def test_a_killed_replacement_leaves_the_earlier_run_byte_identical(data_config,
     reached = {
         "config written": lambda: (work / "config.json").exists(),
         "first checkpoint": lambda: (work / "checkpoints" / "last.pt").exists(),
-        "second round written": lambda: len(runs.read_history(work / "history.csv")) >= 2,
+        "second round written": lambda: len(io.read_history(work / "history.csv")) >= 2,
     }[kill_at]
     proc = _train_process(data_config, earlier, "--overwrite", "--rounds", "6")
     try:
@@ -158,12 +160,19 @@ def test_recover_completes_or_undoes_a_swap_cut_between_its_renames(tmp_path, fi
     replaced, replacing = tmp_path / ".r.replaced", tmp_path / ".r.replacing"
     for folder, tag in ((replaced, "old"), (replacing, "new")):
         folder.mkdir()
-        runs.write_json(folder / "config.json", {"tag": tag})
+        io.write_json(folder / "config.json", {"tag": tag})
     if finished:
-        runs.write_json(replacing / "final.json", {})
-    runs.recover(out)
-    assert runs.read_json(out / "config.json")["tag"] == ("new" if finished else "old")
+        io.write_json(replacing / "final.json", {})
+    recover(out)
+    assert io.read_json(out / "config.json")["tag"] == ("new" if finished else "old")
     assert not replaced.exists() and not replacing.exists()
+
+
+def test_a_finished_run_holds_config_json_and_final_json(tmp_path):
+    io.write_json(tmp_path / "final.json", {})
+    assert not is_finished(tmp_path)
+    io.write_json(tmp_path / "config.json", {})
+    assert is_finished(tmp_path)
 
 
 # ---------------------------------------------------------------- one process at a time
@@ -177,8 +186,8 @@ def test_a_second_process_on_the_same_run_is_refused(data_config, tmp_path, caps
             "-c",
             textwrap.dedent(f"""
         import sys
-        from fedlib import runs
-        with runs.locked({str(out)!r}):
+        from fedlib.run import folder
+        with folder.locked({str(out)!r}):
             print("locked", flush=True)
             sys.stdin.read()
     """),
@@ -210,7 +219,7 @@ def test_resume_applies_more_rounds_and_refuses_other_changes(data_config, tmp_p
     err = capsys.readouterr().err
     assert "cannot change lr (0.001 -> 0.5)" in err and "drop those options" in err
     assert main(argv(data_config, out, "--resume", "--rounds", "3")) == 0
-    assert [int(r["round"]) for r in runs.read_history(out / "history.csv")] == [1, 2, 3]
+    assert [int(r["round"]) for r in io.read_history(out / "history.csv")] == [1, 2, 3]
     assert json.loads((out / "config.json").read_text())["rounds"] == 3
 
 
@@ -334,7 +343,7 @@ def test_disk_full_during_a_replacement_is_one_line_and_loses_nothing(data_confi
     def full(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(runs, "save_torch", full)
+    monkeypatch.setattr(io, "save_torch", full)
     assert main(argv(data_config, earlier, "--overwrite")) == 2
     err = capsys.readouterr().err.strip()
     assert "No space left on device" in err and "\n" not in err
@@ -355,7 +364,7 @@ def test_sigterm_during_training_is_a_clean_stop_that_resumes(data_config, tmp_p
         proc.kill()
         proc.stderr.close()
     assert "Traceback" not in err and "continue it with the same command and --resume" in err
-    assert runs.load_checkpoint(out) is not None
+    assert io.load_checkpoint(out) is not None
     assert not [p for p in out.rglob("*.tmp")]
 
 
@@ -363,9 +372,9 @@ def test_a_checkpoint_of_the_older_loop_is_refused_and_left_alone(data_dir, tmp_
     out = tmp_path / "r"
     cfg = smoke(data_dir, rounds=2)
     run(cfg, out, progress=False)
-    checkpoint = runs.load_checkpoint(out)
+    checkpoint = io.load_checkpoint(out)
     del checkpoint["history_rows"]  # what fedlib wrote before the one training loop
-    runs.save_checkpoint(out, checkpoint)
+    io.save_checkpoint(out, checkpoint)
     (out / "final.json").unlink()
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with pytest.raises(UserError, match="older fedlib"):
