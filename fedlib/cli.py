@@ -193,25 +193,22 @@ def cmd_study(args) -> None:
     from pathlib import Path
 
     from . import study
-    from .reproduce import NOTEBOOKS_DIR, data_set, execute
+    from .reproduce import NOTEBOOKS_DIR, execute
+    from .run.folder import data_set, study_paths
 
-    layout = LAYOUT
-    overrides = {k: getattr(args, k) for k in layout if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None}
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
     tag = data_set(study.run_config(grid, "iid", None, "pooled", 0), progress=not args.quiet).tag
-    # The quick study on the default synthetic set is what figures/study holds; any other
-    # data set or profile gets folders of its own, so one never overwrites another.
-    default = args.data == "synthetic" and args.profile == "quick"
-    label = args.profile if default else f"{args.profile}-{tag}"
-    figures_dir = args.figures_dir or ("figures/study" if default else f"figures/study/{label}")
-    report = Path(args.report or f"reports/study/05_non_iid-{label}.ipynb")
+    paths = study_paths(args.profile, args.data, tag)  # folders of its own per profile and data set
+    figures_dir = args.figures_dir or str(paths.figures)
+    report = Path(args.report or paths.report)
     parameters = {
         "overrides": overrides,
         "profile": args.profile,
         "data": args.data,
         "seeds": args.seeds,
-        "runs_dir": args.runs_dir or f"runs/study/{args.profile}/{tag}",
+        "runs_dir": args.runs_dir or str(paths.runs),
         "figures_dir": figures_dir,
         "force": args.force,
     }

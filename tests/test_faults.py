@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import assert_same_weights, history_without_time, smoke, weights
 
-from fedlib import runs
 from fedlib.cli import main
 from fedlib.client import Update, injected_fault
 from fedlib.federated import (
@@ -22,6 +21,7 @@ from fedlib.federated import (
     check_update,
     sample_clients,
 )
+from fedlib.run import io as runs
 from fedlib.runner import train as run
 
 
@@ -213,7 +213,7 @@ STUCK_WRITE = """
 import io, sys, threading
 from pathlib import Path
 import torch
-from fedlib import runs
+from fedlib.run import io as runs
 from fedlib.cli import main
 real, calls = runs.save_torch, []
 def save_torch(path, obj):
