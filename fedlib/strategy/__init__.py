@@ -15,7 +15,7 @@ from __future__ import annotations
 
 # Importing a module registers its strategies; this order is NAMES' order (the CLI's and the docs').
 # isort: off
-from . import base, fedavgm, fedprox, fedopt, fedbn, robust  # noqa: F401
+from . import base, fedavgm, fedprox, fedopt, fedbn, robust, scaffold  # noqa: F401
 
 # isort: on
 from .base import REGISTRY, ServerOptimizer, Strategy, register
@@ -24,8 +24,9 @@ from .fedbn import FedBN, norm_keys
 from .fedopt import FedAdagrad, FedAdam, FedYogi
 from .fedprox import FedProx, proximal_term
 from .robust import Median, TrimmedMean
+from .scaffold import Scaffold
 
-NAMES = tuple(REGISTRY)  # in registration order: base, fedavgm, fedprox, fedopt, fedbn, robust
+NAMES = tuple(REGISTRY)  # in registration order: base, fedavgm, fedprox, fedopt, fedbn, robust, scaffold
 # Flower's defaults (flwr 1.42: FedAvgM server_learning_rate, FedAdam / FedYogi / FedAdagrad eta).
 DEFAULT_SERVER_LR = {n: c.settings["server_lr"] for n, c in REGISTRY.items() if c.flower and "server_lr" in c.settings}
 
@@ -44,6 +45,7 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "Median",
+    "Scaffold",
     "ServerOptimizer",
     "Strategy",
     "TrimmedMean",
