@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import runs
-from .client import class_weights, cpu_state
+from .client import class_weights, cpu_state, local_spec
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
 from .train import derive_seed, local_train
@@ -27,9 +27,12 @@ class Epochs:
     """One model trained epoch by epoch on ``indices`` (pooled: client None)."""
 
     unit = "epoch"
+    row_key: dict = {}  # run_local sets the client's, and which clients have finished
+    checkpoint_extra: dict = {}
 
     def __init__(self, exp: Experiment, indices: np.ndarray, client: int | None, checkpoint: dict | None):
         self.exp, self.indices, self.client = exp, indices, client
+        self.desc = f"pooled {exp.cfg.model}" if client is None else f"local client {client} {exp.cfg.model}"
         self.model = exp.new_model()
         self.opt_state = None
         if checkpoint is not None:
@@ -38,21 +41,10 @@ class Epochs:
 
     def step(self, e: int) -> dict:
         cfg, d = self.exp.cfg, self.exp.data
-        res = local_train(
-            self.model,
-            d.train_images,
-            d.train_labels,
-            self.indices,
-            epochs=1,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            image_size=cfg.image_size,
-            seed=derive_seed(cfg.seed, "train", e, self.client or 0),
-            hw=self.exp.hw,
-            optimizer_state=self.opt_state,
-            class_weight=class_weights(cfg, d.train_labels[self.indices], len(d.classes)),
-        )
+        seed = derive_seed(cfg.seed, "train", e, self.client or 0)
+        weight = class_weights(cfg, d.train_labels[self.indices], len(d.classes))
+        spec = local_spec(cfg, self.exp.hw, seed, weight, epochs=1)
+        res = local_train(self.model, d.train_images, d.train_labels, self.indices, spec, self.opt_state)
         self.opt_state = res.optimizer_state
         return {"epoch": e + 1, "sample_passes": len(self.indices), "train_loss": res.loss}
 
@@ -65,7 +57,7 @@ class Epochs:
 
 def run_central(exp: Experiment, checkpoint: dict | None, history: list[dict]) -> dict:
     trainer = Epochs(exp, exp.train_idx, None, checkpoint)
-    train_loop(exp, trainer, exp.cfg.pooled_epochs, history, desc=f"pooled {exp.cfg.model}", checkpoint=checkpoint)
+    train_loop(exp, trainer, exp.cfg.pooled_epochs, history, checkpoint)
     return exp.final_metrics(trainer.model)
 
 
@@ -79,16 +71,8 @@ def run_local(exp: Experiment, checkpoint: dict | None, history: list[dict]) -> 
     for c in range(first, len(exp.parts)):
         start = checkpoint if c == first else None
         trainer = Epochs(exp, exp.parts[c], c, start)
-        train_loop(
-            exp,
-            trainer,
-            epochs,
-            history,
-            desc=f"local client {c} {exp.cfg.model}",
-            checkpoint=start,
-            key={"client": c},
-            extra={"finished": done},
-        )
+        trainer.row_key, trainer.checkpoint_extra = {"client": c}, {"finished": done}
+        train_loop(exp, trainer, epochs, history, start)
         done[c] = exp.final_metrics(trainer.model, exp.parts[c])
         state = cpu_state(trainer.model)
         runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", state)

@@ -21,7 +21,8 @@ from torch import nn
 
 from . import privacy
 from .config import TrainConfig
-from .train import Hardware, balanced_weights, derive_seed, local_train
+from .strategy import from_config
+from .train import Hardware, LocalSpec, balanced_weights, derive_seed, local_train
 
 FAULT_KINDS = ("raise", "nan", "shape")
 
@@ -38,6 +39,25 @@ class Update:
     num_examples: int  # images the client trained on (the FedAvg weight)
     loss: float  # mean training loss of the local update
     metrics: dict[str, float] = field(default_factory=dict)  # further scalars (e.g. DP epsilon)
+
+
+@dataclass
+class ExtendedUpdate(Update):
+    """An update with what the strategy's client side adds (SCAFFOLD: the change of the
+    client's control variate); a plain ``Update`` when it adds nothing."""
+
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Which local update a client is asked for, besides the weights it starts from."""
+
+    round_idx: int
+    client: int
+    attempt: int = 0
+    optimizer_state: dict | None = None  # its Adam state from its last update (--keep-optimizer-state)
+    extra: dict | None = None  # what the strategy sends it with the weights (SCAFFOLD: control variates)
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -59,42 +79,37 @@ def class_weights(cfg: TrainConfig, labels: np.ndarray, num_classes: int = 3) ->
     return balanced_weights(labels, num_classes) if cfg.class_weight == "balanced" else None
 
 
-def fit(
-    model: nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
-    indices: np.ndarray,
-    cfg: TrainConfig,
-    hw: Hardware,
-    round_idx: int,
-    client: int,
-    attempt: int = 0,
-    optimizer_state: dict | None = None,
-) -> tuple[Update, dict]:
-    """Train ``model`` (holding the global weights) on ``images[indices]`` for E local
-    epochs (FedProx: with its proximal term towards those weights); returns the update
-    and the optimizer state (kept only on request)."""
-    fault = injected_fault(cfg, round_idx, client, attempt)
-    if fault == "raise":
-        raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
-    dp = privacy.settings(cfg, len(indices))
-    res = local_train(
-        model,
-        images,
-        labels,
-        indices,
+def local_spec(cfg: TrainConfig, hw: Hardware, seed: int, class_weight: np.ndarray | None, **changes) -> LocalSpec:
+    """The settings of one local update from the run's config: E local epochs (``changes``
+    may set others, e.g. the pooled baselines' one epoch, or the DP settings and the hook)."""
+    values = dict(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         image_size=cfg.image_size,
-        seed=derive_seed(cfg.seed, "train", round_idx, client),
+        seed=seed,
         hw=hw,
-        optimizer_state=optimizer_state,
-        dp=dp,
-        class_weight=class_weights(cfg, labels[indices]),
-        proximal_mu=cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0,
+        class_weight=class_weight,
     )
+    return LocalSpec(**{**values, **changes})
+
+
+def fit(model: nn.Module, data: tuple, cfg: TrainConfig, hw: Hardware, task: Task) -> tuple[Update, dict]:
+    """Train ``model`` (holding the global weights) on ``data`` = (images, labels, indices),
+    i.e. on ``images[indices]``, for E local epochs, with the strategy's client side
+    (``client_hook``: FedProx's proximal term towards those weights, SCAFFOLD's correction);
+    returns the update and the optimizer state (kept only on request)."""
+    images, labels, indices = data
+    round_idx, client = task.round_idx, task.client
+    fault = injected_fault(cfg, round_idx, client, task.attempt)
+    if fault == "raise":
+        raise InjectedFault(f"injected failure of client {client} in round {round_idx + 1}")
+    dp = privacy.settings(cfg, len(indices))
+    seed = derive_seed(cfg.seed, "train", round_idx, client)
+    hook = from_config(cfg).client_hook(task.extra)
+    spec = local_spec(cfg, hw, seed, class_weights(cfg, labels[indices]), dp=dp, hook=hook)
+    res = local_train(model, images, labels, indices, spec, task.optimizer_state)
     metrics = (
         {}
         if dp is None
@@ -108,4 +123,6 @@ def fit(
     if fault is not None:
         key = next(k for k, v in state.items() if v.is_floating_point())
         state[key] = torch.full_like(state[key], float("nan")) if fault == "nan" else state[key][..., :-1]
+    if res.extra:
+        return ExtendedUpdate(state, res.num_examples, res.loss, metrics, res.extra), res.optimizer_state
     return Update(state, res.num_examples, res.loss, metrics), res.optimizer_state

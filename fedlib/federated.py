@@ -8,10 +8,11 @@ not know where clients run. It asks a client pool for one round's updates:
 strategy's accumulator one at a time (for the mean-based strategies a running sum,
 so memory does not grow with the number of clients K).
 
-With FedBN each hospital keeps its normalization layers: the server stores them per
-client (so that a run resumes exactly), sends each client its own with the shared
-weights, and never averages them. ``clients.csv`` records every client answer of every
-round (used or dropped, and why), one row each.
+What differs between strategies is the strategy's (``fedlib.strategy``): what each client
+starts from (FedBN: its own normalization layers; SCAFFOLD: control variates), which entries
+are aggregated, what the server keeps per client, and the server's step. Differential
+privacy's bookkeeping is ``fedlib.privacy.Accountant``'s. ``clients.csv`` records every
+client answer of every round (used or dropped, and why), one row each.
 
 A client that raises, takes longer than ``client_timeout`` or returns non-finite
 or wrongly shaped tensors is dropped from the round, and ``history.csv`` says
@@ -22,8 +23,9 @@ and then the run stops with ``RoundFailed``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -31,15 +33,18 @@ import torch
 
 from . import privacy, runs
 from .aggregate import client_weights
-from .client import Update, cpu_state
+from .client import Task, Update, cpu_state
 from .errors import UserError
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
 from .parallel import Job, Outcome, Workers, fit_outcome
-from .strategy import Strategy, from_config, norm_keys
+from .strategy import Strategy, from_config
 from .train import derive_seed
 
-__all__ = ["ClientResult", "InProcessClients", "RoundFailed", "check_update", "run_fedavg", "sample_clients"]
+__all__ = ["ClientResult", "InProcessClients", "RoundFailed", "Starts", "check_update", "run_fedavg", "sample_clients"]
+
+# client -> (the weights it starts from, the strategy's extra tensors for it or None): ``Strategy.client_start``
+Starts = Callable[[int], tuple[dict, "dict | None"]]
 
 
 class RoundFailed(UserError):
@@ -51,8 +56,17 @@ class ClientResult:
     client: int
     update: Update | None  # None when the client failed
     error: str | None = None  # why it was dropped
-    # An aggregate of several clients' updates (secure aggregation): (client, images, loss) of each.
-    members: list[tuple[int, int, float]] | None = None
+    # The clients' answers this result stands for, with the reason clients.csv gives them; None:
+    # ``client``'s own. An aggregate of several clients' updates (secure aggregation) lists each
+    # member with its count and loss (``fedlib.flower.secagg``).
+    reports: list[tuple[int, Update, str]] | None = None
+
+    def answers(self) -> list[tuple[int, Update, str]]:
+        """(client, its count, loss and metrics without tensors, reason) of each answer it stands for."""
+        if self.reports is not None:
+            return self.reports
+        u = self.update
+        return [(self.client, Update({}, u.num_examples, u.loss, u.metrics), "")]
 
 
 class ClientPool(Protocol):
@@ -64,17 +78,16 @@ class ClientPool(Protocol):
         clients: list[int],
         global_state: dict[str, torch.Tensor],
         attempt: int,
-        local_states: dict[int, dict] | None = None,
+        starts: Starts | None = None,
     ) -> Iterator[ClientResult]:
-        """Train ``clients`` from ``global_state``, each with its own entries of ``local_states``
-        (FedBN's normalization layers) in place of the global ones; results in client order."""
+        """Train ``clients``, each from what ``starts`` gives it (None: ``global_state`` and no
+        extra tensors); results in client order."""
         ...
 
 
-def start_state(global_state: dict, local_states: dict[int, dict] | None, c: int) -> dict:
-    """Client ``c``'s starting weights: the global ones, with its own kept layers (FedBN)."""
-    own = (local_states or {}).get(c)
-    return global_state if not own else {**global_state, **own}
+def start_of(global_state: dict, starts: Starts | None, c: int) -> tuple[dict, dict | None]:
+    """Client ``c``'s starting weights and the strategy's extra tensors for it."""
+    return (global_state, None) if starts is None else starts(c)
 
 
 def sample_clients(num_clients: int, per_round: int, seed: int, round_idx: int, attempt: int = 0) -> list[int]:
@@ -112,21 +125,14 @@ class InProcessClients:
         self.opt_states = opt_states if opt_states is not None else {}
         self.workers = Workers(exp, exp.cfg.parallel_clients) if exp.cfg.parallel_clients > 1 else None
 
-    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
+    def fit_round(self, round_idx, clients, global_state, attempt, starts=None) -> Iterator[ClientResult]:
         cfg = self.exp.cfg
-        jobs = [
-            (
-                c,
-                start_state(global_state, local_states, c),
-                self.opt_states.get(c) if cfg.keep_optimizer_state else None,
-            )
-            for c in clients
-        ]
-        fitted = (
-            self._fit_here(round_idx, attempt, jobs)
-            if self.workers is None
-            else self.workers.fit(round_idx, attempt, jobs)
-        )
+        jobs = []
+        for c in clients:
+            state, extra = start_of(global_state, starts, c)
+            opt_state = self.opt_states.get(c) if cfg.keep_optimizer_state else None
+            jobs.append((state, Task(round_idx, c, attempt, opt_state, extra)))
+        fitted = self._fit_here(jobs) if self.workers is None else self.workers.fit(jobs)
         for c, (update, opt_state, took, error) in fitted:
             if error is not None:
                 yield ClientResult(c, None, error)
@@ -138,25 +144,12 @@ class InProcessClients:
                     self.opt_states[c] = opt_state
                 yield ClientResult(c, update)
 
-    def _fit_here(self, round_idx: int, attempt: int, jobs: list[Job]) -> Iterator[tuple[int, Outcome]]:
+    def _fit_here(self, jobs: list[Job]) -> Iterator[tuple[int, Outcome]]:
         exp = self.exp
-        for c, state, opt_state in jobs:
+        for state, task in jobs:
             self.model.load_state_dict(state)
-            yield (
-                c,
-                fit_outcome(
-                    self.model,
-                    exp.data.train_images,
-                    exp.data.train_labels,
-                    exp.parts[c],
-                    exp.cfg,
-                    exp.hw,
-                    round_idx,
-                    c,
-                    attempt,
-                    opt_state,
-                ),
-            )
+            data = (exp.data.train_images, exp.data.train_labels, exp.parts[task.client])
+            yield task.client, fit_outcome(self.model, data, exp.cfg, exp.hw, task)
 
     def close(self, abort: bool = False) -> None:
         """End the worker processes, if any: after their job, or at once (``abort``)."""
@@ -167,22 +160,14 @@ class InProcessClients:
 @dataclass
 class RoundResult:
     aggregate: dict[str, torch.Tensor]  # the strategy's aggregate of the usable updates (shared entries)
-    kept: dict[int, dict]  # FedBN: each answering client's own normalization entries
+    kept: dict[int, dict]  # what the strategy keeps of each answering client's update (Strategy.kept)
     updates: list[tuple[int, Update]]  # (client, its count, loss and metrics; no tensors) of the usable updates
     rows: list[dict]  # clients.csv rows of every attempt
     attempts: int
     dropped: int
 
 
-def _aggregate_round(
-    pool: ClientPool,
-    exp: Experiment,
-    strategy: Strategy,
-    r: int,
-    global_state: dict,
-    local_states: dict[int, dict],
-    local_keys: set[str],
-) -> RoundResult:
+def _aggregate_round(pool: ClientPool, exp: Experiment, strategy: Strategy, r: int, global_state: dict) -> RoundResult:
     """One round, retried on too few answers."""
     cfg = exp.cfg
     num_clients = len(exp.parts)
@@ -191,13 +176,15 @@ def _aggregate_round(
     reasons: list[str] = []
     rows: list[dict] = []
     dropped = 0
+    starts = partial(strategy.client_start, global_state)
     for attempt in range(cfg.round_retries + 1):
         sampled = sample_clients(num_clients, per_round, cfg.seed, r, attempt)
         acc = strategy.accumulator()
         updates: list[tuple[int, Update]] = []
         kept: dict[int, dict] = {}
-        for res in pool.fit_round(r, sampled, global_state, attempt, local_states):
+        for res in pool.fit_round(r, sampled, global_state, attempt, starts):
             error = res.error if res.update is None else check_update(res.update, global_state)
+            error = error or strategy.check_update(res.update)
             base = {"round": r + 1, "attempt": attempt + 1, "client": res.client}
             if error is not None:
                 reasons.append(f"{res.client}:{error}")
@@ -206,34 +193,14 @@ def _aggregate_round(
                 continue
             u = res.update
             (weight,) = client_weights([u.num_examples], cfg.aggregation)
-            acc.add({k: v for k, v in u.state.items() if k not in local_keys}, weight)
-            if local_keys:
-                kept[res.client] = {k: u.state[k] for k in local_keys}
-            if res.members:  # a secure aggregate: each member's count and loss, nothing else
-                for c, n, loss in res.members:
-                    rows.append(
-                        {
-                            **base,
-                            "client": c,
-                            "status": "used",
-                            "reason": "secure aggregate",
-                            "num_examples": n,
-                            "train_loss": loss,
-                        }
-                    )
-                    updates.append((c, Update({}, n, loss)))
-            else:
-                rows.append(
-                    {
-                        **base,
-                        "status": "used",
-                        "reason": "",
-                        "num_examples": u.num_examples,
-                        "train_loss": u.loss,
-                        **u.metrics,
-                    }
-                )
-                updates.append((res.client, Update({}, u.num_examples, u.loss, u.metrics)))
+            acc.add(strategy.shared(u.state), weight)
+            own = strategy.kept(u)
+            if own is not None:
+                kept[res.client] = own
+            for c, answer, reason in res.answers():
+                counts = {"num_examples": answer.num_examples, "train_loss": answer.loss, **answer.metrics}
+                rows.append({**base, "client": c, "status": "used", "reason": reason, **counts})
+                updates.append((c, answer))
         if len(updates) >= needed:
             return RoundResult(acc.result(), kept, updates, rows, attempt + 1, dropped)
         for row in rows:  # this attempt's usable updates are not used: the round starts again
@@ -259,28 +226,27 @@ def _summary(dropped: list[str], width: int = 160) -> str:
 
 
 class Rounds:
-    """The server as a ``fedlib.loop.Trainer``: one step is one round."""
+    """The server as a ``fedlib.loop.Trainer``: one step is one round. It samples, has the
+    pool fit, aggregates and evaluates; the strategy and the privacy accountant do the rest."""
 
     unit = "round"
+    row_key: dict = {}
+    checkpoint_extra: dict = {}
 
     def __init__(self, exp: Experiment, checkpoint: dict | None, pool: ClientPool | None):
         cfg = self.cfg = exp.cfg
-        self.exp = exp
+        self.exp, self.desc = exp, f"{cfg.strategy} {cfg.model}"
         self.model = exp.new_model()
         self.strategy = from_config(cfg)
-        self.local_keys = norm_keys(self.model) if self.strategy.keeps_norm_local else set()
-        self.param_keys = {name for name, _ in self.model.named_parameters()}
-        self.local_states: dict[int, dict] = {}  # FedBN: each client's normalization layers
+        self.strategy.setup(self.model, len(exp.parts))
+        self.privacy = privacy.Accountant(cfg, checkpoint)
         opt_states: dict[int, dict] = {}
-        self.spent: dict[int, float] = {}  # DP epsilon spent so far, per client
-        self.dp_steps: dict[int, int] = {}  # DP-SGD steps taken so far, per client
         self.clients_rows: list[dict] = []
         if checkpoint is not None:
             self.model.load_state_dict(checkpoint["model"])
             opt_states = checkpoint.get("client_optimizers", {})
-            self.dp_steps, self.spent = checkpoint.get("dp_steps", {}), checkpoint.get("dp_epsilon", {})
             self.strategy.load_state_dict(checkpoint.get("strategy", {}))
-            self.local_states = checkpoint.get("local_states", {})
+            self.strategy.local_states = checkpoint.get("local_states", {})
             self.clients_rows = [
                 row
                 for row in runs.read_history(exp.run_dir / "clients.csv")
@@ -291,17 +257,9 @@ class Rounds:
     def step(self, r: int) -> dict:
         cfg = self.cfg
         global_state = cpu_state(self.model)
-        res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state, self.local_states, self.local_keys)
-        # The server's step moves trainable parameters only; buffers (BatchNorm's running
-        # statistics) take the aggregate: Adam-like sign steps drive a running variance negative.
-        stepped = [k for k in res.aggregate if k in self.param_keys]
-        step = self.strategy.server_step(
-            {k: global_state[k] for k in stepped}, {k: res.aggregate[k] for k in stepped}, r
-        )
-        self.model.load_state_dict({**global_state, **res.aggregate, **step})
-        self.local_states.update(res.kept)
-        if cfg.dp:
-            _account(res.updates, self.dp_steps, self.spent, cfg, res.rows)
+        res = _aggregate_round(self.pool, self.exp, self.strategy, r, global_state)
+        self.model.load_state_dict(self.strategy.next_state(global_state, res.aggregate, res.kept, r))
+        self.privacy.account(res.updates, res.rows)
         self.clients_rows += res.rows
         runs.write_history(self.exp.run_dir / "clients.csv", self.clients_rows)
         n = sum(u.num_examples for _, u in res.updates)
@@ -313,20 +271,18 @@ class Rounds:
             "clients_dropped": res.dropped,
             "attempts": res.attempts,
         }
-        if cfg.dp:
-            row["epsilon_max"] = max(self.spent.values(), default=0.0)
-        return row
+        return {**row, **self.privacy.row()}
 
     def client_model(self, c: int) -> torch.nn.Module:
-        """FedBN: the shared weights with client ``c``'s own normalization layers (in a copy)."""
+        """The model client ``c`` has (``personal`` strategies: FedBN's own layers), in a copy."""
         model = self.exp.new_model()
-        model.load_state_dict(start_state(cpu_state(self.model), self.local_states, c))
+        model.load_state_dict(self.strategy.client_model_state(cpu_state(self.model), c))
         return model
 
     def evaluate(self) -> dict:
-        if not self.local_keys:
+        if not self.strategy.personal:
             return self.exp.test_metrics(self.model)
-        # FedBN has no global model: the mean over hospitals of their own models' metrics.
+        # No global model (FedBN): the mean over hospitals of their own models' metrics.
         per_client = [self.exp.test_metrics(self.client_model(c)) for c in range(len(self.exp.parts))]
         return {k: float(np.mean([m[k] for m in per_client])) for k in per_client[0]}
 
@@ -334,10 +290,9 @@ class Rounds:
         # No RNG state is needed: every draw derives from (seed, round, client).
         state = {
             "model": cpu_state(self.model),
-            "dp_steps": self.dp_steps,
-            "dp_epsilon": self.spent,
+            **self.privacy.state(),
             "strategy": self.strategy.state_dict(),
-            "local_states": self.local_states,
+            "local_states": self.strategy.local_states,
         }
         if self.cfg.keep_optimizer_state:
             state["client_optimizers"] = getattr(self.pool, "opt_states", {})
@@ -345,7 +300,7 @@ class Rounds:
 
     def final(self) -> dict:
         exp = self.exp
-        if not self.local_keys:
+        if not self.strategy.personal:
             return exp.final_metrics(self.model)
         return mean_over_clients([exp.final_metrics(self.client_model(c), exp.parts[c]) for c in range(len(exp.parts))])
 
@@ -357,32 +312,11 @@ def run_fedavg(exp: Experiment, checkpoint: dict | None, history: list[dict], po
     cfg = exp.cfg
     server = Rounds(exp, checkpoint, pool)
     try:
-        train_loop(exp, server, cfg.rounds, history, desc=f"{cfg.strategy} {cfg.model}", checkpoint=checkpoint)
+        train_loop(exp, server, cfg.rounds, history, checkpoint)
     except BaseException:
         if pool is None:  # ours: its worker processes (--parallel-clients) are killed mid-job
             server.pool.close(abort=True)
         raise
     if pool is None:
         server.pool.close()
-    final = server.final()
-    if cfg.dp:
-        final["privacy"] = {
-            "delta": cfg.dp_delta,
-            "epsilon_per_client": {str(c): e for c, e in sorted(server.spent.items())},
-            "epsilon_max": max(server.spent.values(), default=0.0),
-        }
-    return final
-
-
-def _account(
-    updates: list[tuple[int, Update]], dp_steps: dict[int, int], spent: dict[int, float], cfg, rows: list[dict]
-) -> None:
-    """Add this round's DP-SGD steps to each client's total and its epsilon spent so far to
-    its clients.csv row."""
-    for c, u in updates:
-        dp_steps[c] = dp_steps.get(c, 0) + int(u.metrics["dp_steps"])
-        dp = privacy.DPSettings(u.metrics["dp_noise_multiplier"], cfg.dp_max_grad_norm, u.metrics["dp_sample_rate"])
-        spent[c] = privacy.epsilon(dp, dp_steps[c], cfg.dp_delta)
-    for row in rows:
-        if row["status"] == "used" and row["client"] in spent:
-            row["epsilon"] = spent[row["client"]]
+    return {**server.final(), **server.privacy.final()}

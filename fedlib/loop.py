@@ -25,6 +25,9 @@ from .experiment import Experiment
 
 class Trainer(Protocol):
     unit: str  # "round" or "epoch": what one step is, and the checkpoint's counter
+    desc: str  # what the progress bar and the status line call it, e.g. "pooled resnet18"
+    row_key: dict  # leads every history row (local-only: the client); {} for none
+    checkpoint_extra: dict  # goes into every checkpoint (local-only: which clients have finished); {} for none
 
     def step(self, i: int) -> dict:
         """Train step ``i`` (0-based); the history row's own fields, with ``sample_passes``
@@ -51,21 +54,12 @@ def resumed_history(exp: Experiment, checkpoint: dict | None) -> list[dict]:
 
 
 def train_loop(
-    exp: Experiment,
-    trainer: Trainer,
-    total: int,
-    history: list[dict],
-    *,
-    desc: str,
-    checkpoint: dict | None = None,
-    key: dict | None = None,
-    extra: dict | None = None,
+    exp: Experiment, trainer: Trainer, total: int, history: list[dict], checkpoint: dict | None = None
 ) -> None:
-    """Steps ``checkpoint[unit]`` (0 without one) to ``total`` of ``trainer``.
-
-    ``key`` leads every history row (local-only: the client); ``extra`` goes into every
-    checkpoint (local-only: which clients have finished)."""
-    cfg, unit = exp.cfg, trainer.unit
+    """Steps ``checkpoint[unit]`` (0 without one) to ``total`` of ``trainer``, labelled
+    ``trainer.desc``; ``trainer.row_key`` leads every history row and
+    ``trainer.checkpoint_extra`` goes into every checkpoint."""
+    cfg, unit, desc = exp.cfg, trainer.unit, trainer.desc
     start = checkpoint[unit] if checkpoint is not None else 0
     passes = checkpoint["sample_passes"] if checkpoint is not None else 0
     bar = tqdm(range(start, total), desc=desc, unit=unit, initial=start, total=total, disable=not exp.progress)
@@ -74,7 +68,7 @@ def train_loop(
         for i in bar:
             own = trainer.step(i)
             passes += own.pop("sample_passes")
-            row = {**(key or {}), "round": i + 1, **own, "sample_passes": passes}
+            row = {**trainer.row_key, "round": i + 1, **own, "sample_passes": passes}
             if (i + 1) % cfg.eval_every == 0 or i + 1 == total:
                 row.update(trainer.evaluate())
             row["wall_time"] = exp.elapsed()
@@ -87,7 +81,7 @@ def train_loop(
                     "wall_time": exp.elapsed(),
                     "history_rows": len(history),
                     **trainer.state(),
-                    **(extra or {}),
+                    **trainer.checkpoint_extra,
                 }
                 writer.submit(exp.run_dir, state)
             bar.set_postfix(**status.update(i + 1, row))
@@ -106,16 +100,18 @@ class Status:
         self.accuracy = row.get("test_accuracy", self.accuracy)  # the last evaluation's
         elapsed = row["wall_time"]
         left = (elapsed - self.began) / (done - self.start) * (self.total - done)  # at this session's pace
-        line = progress_line(self.what, done, self.total, row["train_loss"], self.accuracy, elapsed, left)
+        line = progress_line(self.what, (done, self.total), row["train_loss"], self.accuracy, (elapsed, left))
         runs.atomic_write_text(self.exp.run_dir / runs.PROGRESS, line + "\n")
         acc = self.accuracy if self.accuracy is not None else float("nan")
         return {"loss": f"{row['train_loss']:.3f}", "acc": f"{acc:.3f}"}  # tqdm shows them sorted
 
 
 def progress_line(
-    what: str, done: int, total: int, loss: float, accuracy: float | None, elapsed: float, left: float
+    what: str, steps: tuple[int, int], loss: float, accuracy: float | None, times: tuple[float, float]
 ) -> str:
-    """``<what> 3/12, train loss 0.912, test accuracy 0.540, 1:02 elapsed, about 3:40 left``."""
+    """``<what> 3/12, train loss 0.912, test accuracy 0.540, 1:02 elapsed, about 3:40 left``
+    from ``steps`` = (done, total) and ``times`` = (seconds elapsed, seconds left)."""
+    (done, total), (elapsed, left) = steps, times
     acc = f"{accuracy:.3f}" if accuracy is not None else "-"
     return (
         f"{what} {done}/{total}, train loss {loss:.3f}, test accuracy {acc}, "

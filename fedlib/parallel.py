@@ -31,8 +31,8 @@ from . import client
 from .errors import UserError
 from .experiment import Experiment, new_model
 
-# (client, its starting weights, its optimizer state or None): one job
-Job = tuple[int, dict, "dict | None"]
+# (its starting weights, the client's task: which round and client, optimizer state, the strategy's extra): one job
+Job = tuple[dict, "client.Task"]
 # (update or None, optimizer state, seconds the fit took, why it failed or None): one outcome
 Outcome = tuple["client.Update | None", "dict | None", float, "str | None"]
 
@@ -57,23 +57,24 @@ def image_source(images: np.ndarray):
     return np.asarray(images)
 
 
-def fit_outcome(
-    model, images, labels: np.ndarray, indices: np.ndarray, cfg, hw, round_idx: int, c: int, attempt: int, opt_state
-) -> Outcome:
-    """``client.fit`` of client ``c`` on ``model`` (holding its start weights), timed, with a
-    failure caught as the reason it is dropped: what both pools make of one client."""
+def fit_outcome(model, data: tuple, cfg, hw, task: client.Task) -> Outcome:
+    """``client.fit`` of ``task.client`` on ``model`` (holding its start weights) and ``data``
+    (images, labels, its indices), timed, with a failure caught as the reason it is dropped:
+    what both pools make of one client."""
     started = time.perf_counter()
     try:
-        update, opt = client.fit(model, images, labels, indices, cfg, hw, round_idx, c, attempt, opt_state)
+        update, opt = client.fit(model, data, cfg, hw, task)
     except Exception as exc:  # a failing site must not take the federation down
         return None, None, time.perf_counter() - started, f"raised {type(exc).__name__}: {exc}"
     return update, opt, time.perf_counter() - started, None
 
 
-def _serve(conn, cfg, hw, num_classes: int, images, labels: np.ndarray, threads: int) -> None:
-    """A worker: one model replica, then jobs until the pool sends None or goes away."""
+def _serve(conn, cfg, hw, num_classes: int, data: tuple, threads: int) -> None:
+    """A worker: one model replica, then jobs until the pool sends None or goes away.
+    ``data``: (the images or the cache file they map, the labels)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends us
     torch.set_num_threads(threads)
+    images, labels = data
     images = np.load(images, mmap_mode="r") if isinstance(images, str) else images
     model = new_model(cfg, num_classes, hw)
     while True:
@@ -83,12 +84,9 @@ def _serve(conn, cfg, hw, num_classes: int, images, labels: np.ndarray, threads:
             return
         if job is None:
             return
-        round_idx, c, attempt, state, indices, opt_state = job
+        state, indices, task = job
         model.load_state_dict(loads(state))
-        opt_state = loads(opt_state) if opt_state else None
-        update, opt, took, error = fit_outcome(
-            model, images, labels, indices, cfg, hw, round_idx, c, attempt, opt_state
-        )
+        update, opt, took, error = fit_outcome(model, (images, labels, indices), cfg, hw, loads(task))
         conn.send(dumps((update, opt if cfg.keep_optimizer_state else None, took, error)))
 
 
@@ -105,7 +103,8 @@ class Workers:
             return
         exp, ctx = self.exp, get_context("spawn")  # a fresh interpreter: no inherited threads or handlers
         threads = max(1, torch.get_num_threads() // self.n)
-        args = (exp.cfg, exp.hw, len(exp.data.classes), image_source(exp.data.train_images), exp.data.train_labels)
+        data = (image_source(exp.data.train_images), exp.data.train_labels)
+        args = (exp.cfg, exp.hw, len(exp.data.classes), data)
         for _ in range(self.n):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_serve, args=(child, *args, threads), daemon=True)
@@ -114,25 +113,23 @@ class Workers:
             self.procs.append(proc)
             self.conns.append(parent)
 
-    def fit(self, round_idx: int, attempt: int, jobs: list[Job]) -> Iterator[tuple[int, Outcome]]:
+    def fit(self, jobs: list[Job]) -> Iterator[tuple[int, Outcome]]:
         """Each job's outcome, in the jobs' order; at most N updates are in flight or waiting
         to be taken. A generator left early ends the workers (a later call starts new ones)."""
         self._start()
-        order, queue = [c for c, _, _ in jobs], deque(jobs)
+        order, queue = [task.client for _, task in jobs], deque(jobs)
         parts, blobs = self.exp.parts, {}  # a start state shared by several clients is serialised once
         idle, busy, done = list(range(self.n)), {}, {}
         try:
             while order:
                 while idle and queue and len(busy) + len(done) < self.n:
                     w = idle.pop()
-                    c, state, opt = queue.popleft()
-                    busy[w] = c
+                    state, task = queue.popleft()
+                    c = busy[w] = task.client
                     if id(state) not in blobs:
                         blobs[id(state)] = dumps(state)
                     try:
-                        self.conns[w].send(
-                            (round_idx, c, attempt, blobs[id(state)], parts[c], dumps(opt) if opt else None)
-                        )
+                        self.conns[w].send((blobs[id(state)], parts[c], dumps(task)))
                     except OSError:
                         self._died(w, c)
                 if order[0] not in done:

@@ -82,3 +82,47 @@ def epsilon(dp: DPSettings, steps: int, delta: float) -> float:
     accountant.history = [(dp.noise_multiplier, dp.sample_rate, steps)]
     with _quiet_accountant():
         return float(accountant.get_epsilon(delta))
+
+
+class Accountant:
+    """A federated run's DP bookkeeping, for the server: each client's DP-SGD steps so far and
+    the epsilon they have spent (checkpointed as ``dp_steps`` and ``dp_epsilon``). Without DP
+    it records nothing and adds nothing to the history or final.json."""
+
+    def __init__(self, cfg: TrainConfig, checkpoint: dict | None = None):
+        self.cfg = cfg
+        checkpoint = checkpoint or {}
+        self.steps: dict[int, int] = checkpoint.get("dp_steps", {})
+        self.spent: dict[int, float] = checkpoint.get("dp_epsilon", {})
+
+    def account(self, updates: list, rows: list[dict]) -> None:
+        """Add a round's DP-SGD steps to each client's total (``updates``: (client, Update) with
+        its DP metrics) and its epsilon spent so far to its clients.csv row."""
+        if not self.cfg.dp:
+            return
+        for c, u in updates:
+            self.steps[c] = self.steps.get(c, 0) + int(u.metrics["dp_steps"])
+            dp = DPSettings(u.metrics["dp_noise_multiplier"], self.cfg.dp_max_grad_norm, u.metrics["dp_sample_rate"])
+            self.spent[c] = epsilon(dp, self.steps[c], self.cfg.dp_delta)
+        for row in rows:
+            if row["status"] == "used" and row["client"] in self.spent:
+                row["epsilon"] = self.spent[row["client"]]
+
+    def row(self) -> dict:
+        """The history row's privacy column: the largest epsilon any client has spent."""
+        return {"epsilon_max": max(self.spent.values(), default=0.0)} if self.cfg.dp else {}
+
+    def state(self) -> dict:
+        return {"dp_steps": self.steps, "dp_epsilon": self.spent}
+
+    def final(self) -> dict:
+        """final.json's ``privacy`` entry (with DP)."""
+        if not self.cfg.dp:
+            return {}
+        return {
+            "privacy": {
+                "delta": self.cfg.dp_delta,
+                "epsilon_per_client": {str(c): e for c, e in sorted(self.spent.items())},
+                "epsilon_max": max(self.spent.values(), default=0.0),
+            }
+        }

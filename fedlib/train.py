@@ -12,8 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from contextlib import nullcontext
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,6 +92,50 @@ class TrainResult:
     loss: float  # mean training loss over all batches of all epochs
     num_examples: int  # images in the client's data (the FedAvg weight)
     optimizer_state: dict | None  # Adam state, for callers that keep it between calls
+    extra: dict = field(default_factory=dict)  # what the spec's hook adds (SCAFFOLD: its control variate's change)
+
+
+class LocalHook:
+    """A strategy's part in one local update (``fedlib.strategy``); this base does nothing.
+
+    ``local_train`` calls ``start(model, spec)`` with the model holding the weights it starts
+    from, then for every batch backpropagates ``loss(data_loss)`` and calls ``before_step()``
+    between the backward pass and the optimizer step, and at the end puts ``finish(model)``
+    into ``TrainResult.extra``. One hook serves one call."""
+
+    supports_dp = True  # False: Opacus would undo what it does (its gradient, its correction)
+    dp_refusal = ""  # then: why, as the error says
+
+    def start(self, model: nn.Module, spec: LocalSpec) -> None:
+        pass
+
+    def loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def before_step(self) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """The settings of one local update, apart from the model and the data: one object, so
+    that every caller (a federated client, pooled and local-only training) builds it once
+    (``fedlib.client.local_spec``) and ``local_train`` reads it."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    image_size: int
+    seed: int  # every draw of the call (batch order, augmentation, dropout, DP noise)
+    hw: Hardware
+    dp: object = None  # fedlib.privacy.DPSettings: DP-SGD; None: plain Adam
+    class_weight: np.ndarray | None = None  # one loss weight per class (balanced_weights)
+    hook: LocalHook | None = None  # the strategy's client side for this call (e.g. FedProx)
+    resident: bool | None = None  # internal: force the images onto the device once (True) or not
 
 
 @dataclass
@@ -164,45 +207,31 @@ def local_train(
     images: np.ndarray,
     labels: np.ndarray,
     indices: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    image_size: int,
-    seed: int,
-    hw: Hardware,
+    spec: LocalSpec,
     optimizer_state: dict | None = None,
-    dp=None,
-    class_weight: np.ndarray | None = None,
-    proximal_mu: float = 0.0,
-    resident: bool | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for ``epochs`` over ``images[indices]`` with Adam.
+    """Train ``model`` in place for ``spec.epochs`` over ``images[indices]`` with Adam.
 
     The optimizer is created afresh (the authors' behaviour) unless
-    ``optimizer_state`` is given. With ``dp`` (``fedlib.privacy.DPSettings``) it is
+    ``optimizer_state`` is given. With ``spec.dp`` (``fedlib.privacy.DPSettings``) it is
     DP-SGD: per-sample gradients clipped and noised by Opacus before each Adam step.
-    ``class_weight`` (one weight per class, see ``balanced_weights``) scales each image's
-    loss by the weight of its class. ``proximal_mu`` > 0 is FedProx: each batch's loss gains
-    ``proximal_term`` towards the weights ``model`` holds when called (the global model);
-    the reported loss stays the data loss (cross-entropy) alone. Opacus would drop that
-    term's gradient, so ``dp`` with ``proximal_mu`` > 0 is refused. Returns the mean loss
-    and the optimizer state. ``resident`` is internal (tests, benchmarks): True or False forces
-    whether the images move to the device once for the call (``_resident_images``); the
-    weights and the loss are the same either way.
+    ``spec.class_weight`` (one weight per class, see ``balanced_weights``) scales each image's
+    loss by the weight of its class. ``spec.hook`` is the strategy's part (``LocalHook``, e.g.
+    FedProx's proximal term): it sees the model when called (the global weights), may change
+    each batch's loss and each step's gradients, and adds its output to the result; the
+    reported loss stays the data loss (cross-entropy) alone. A hook that Opacus would undo
+    (``supports_dp`` False) is refused with ``dp``. Returns the mean loss and the optimizer
+    state. ``spec.resident`` is internal (tests, benchmarks): True or False forces whether the
+    images move to the device once for the call (``_resident_images``); the weights and the
+    loss are the same either way.
     """
-    if not proximal_mu >= 0:
-        raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
-    if dp is not None and proximal_mu > 0:
-        raise ValueError("FedProx's proximal term cannot be combined with DP-SGD: Opacus would drop its gradient")
-    prox = None
-    if proximal_mu > 0:
-        params = [p for p in model.parameters() if p.requires_grad]
-        anchor = [p.detach().clone() for p in params]  # the global weights, outside the graph
-        prox = partial(proximal_term, params, anchor, proximal_mu)
+    hook, dp, hw = spec.hook, spec.dp, spec.hw
+    if dp is not None and hook is not None and not hook.supports_dp:
+        raise ValueError(hook.dp_refusal)
+    if hook is not None:
+        hook.start(model, spec)
     model.train()
-    net, optimizer = model, make_optimizer(model, lr, weight_decay)
+    net, optimizer = model, make_optimizer(model, spec.lr, spec.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     if dp is not None:
@@ -212,20 +241,17 @@ def local_train(
         # Expanded weights, not Opacus' default module hooks: the hooks reject the
         # in-place residual add (`out += identity`) of torchvision's ResNets.
         net = get_gsm_class("ew")(model, batch_first=True, loss_reduction="mean")
-        noise = torch.Generator(device=hw.device).manual_seed(derive_seed(seed, "dp-noise"))
+        noise = torch.Generator(device=hw.device).manual_seed(derive_seed(spec.seed, "dp-noise"))
         optimizer = DPOptimizer(
             optimizer,
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.max_grad_norm,
-            expected_batch_size=batch_size,
+            expected_batch_size=spec.batch_size,
             generator=noise,
         )
     try:
-        weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=hw.device)
-        store = _resident_images(images, indices, hw, resident)
-        total, count = _epochs(
-            net, optimizer, images, labels, indices, epochs, batch_size, image_size, seed, hw, weight, prox, store
-        )
+        store = _resident_images(images, indices, hw, spec.resident)
+        total, count = _epochs(net, optimizer, (images, labels, indices), spec, store)
     finally:
         if dp is not None:
             optimizer.zero_grad(set_to_none=True)  # also drops the per-sample gradients
@@ -233,13 +259,8 @@ def local_train(
         loss=total / max(count, 1),
         num_examples=len(indices),
         optimizer_state=optimizer.state_dict(),
+        extra={} if hook is None else hook.finish(model),
     )
-
-
-def proximal_term(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
-    """FedProx's ``mu/2 * sum ||w - w_global||^2`` over ``params`` and their detached copies ``anchor``;
-    its gradient is ``mu * (w - w_global)``, zero at the start of local training."""
-    return mu / 2 * sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
 
 
 def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -253,31 +274,23 @@ def balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return weights
 
 
-def _epochs(
-    model,
-    optimizer,
-    images,
-    labels,
-    indices,
-    epochs,
-    batch_size,
-    image_size,
-    seed,
-    hw,
-    weight=None,
-    prox=None,
-    store=None,
-) -> tuple[float, int]:
+def _epochs(model, optimizer, data: tuple, spec: LocalSpec, store=None) -> tuple[float, int]:
     """The loss summed over images (a mean per batch times its size) and the image count.
     Nothing waits for the device inside: the sum accumulates there in float64, which gives
     the very double that adding ``loss.item() * len(idx)`` on the host gave, and is read once.
-    ``store``: the call's images on the device (``_resident_images``), or None."""
+    ``data``: (images, labels, indices); ``store``: the call's images on the device
+    (``_resident_images``), or None."""
+    images, labels, indices = data
+    seed, hw, hook = spec.seed, spec.hw, spec.hook
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     devices = [hw.device.index or 0] if hw.device.type == "cuda" else []
-    plan = [idx for _ in range(epochs) for idx in batches(indices, batch_size, rng)]  # rng draws as before
+    plan = [idx for _ in range(spec.epochs) for idx in batches(indices, spec.batch_size, rng)]  # rng draws as before
     if not plan:
         return 0.0, 0
+    weight = None
+    if spec.class_weight is not None:
+        weight = torch.as_tensor(spec.class_weight, dtype=torch.float32, device=hw.device)
     flat = np.concatenate(plan)
     ys = torch.from_numpy(labels[flat]).to(hw.device, non_blocking=hw.non_blocking)  # one copy for the call
     where = None if store is None else torch.from_numpy(_positions(indices, flat)).to(hw.device)
@@ -288,7 +301,7 @@ def _epochs(
         for idx in plan:
             n = len(idx)
             raw = _to_device(images, idx, hw) if store is None else store[where[count : count + n]]
-            x = _prepare_input(augment_batch(raw, image_size, gen), hw)
+            x = _prepare_input(augment_batch(raw, spec.image_size, gen), hw)
             y = ys[count : count + n]
             optimizer.zero_grad(set_to_none=True)  # before the forward pass, as Opacus needs
             with _autocast(hw):
@@ -296,31 +309,38 @@ def _epochs(
                     loss = F.cross_entropy(model(x), y)
                 else:  # a mean over images of weighted losses: DP-SGD's per-sample view stays valid
                     loss = (F.cross_entropy(model(x), y, reduction="none") * weight[y]).mean()
-            if prox is None:
+            if hook is None:
                 loss.backward()
-            else:  # FedProx: the term steers the step; the reported loss stays the data loss
-                (loss + prox()).backward()
+            else:  # e.g. FedProx: its term steers the step; the reported loss stays the data loss
+                hook.loss(loss).backward()
+                hook.before_step()
             optimizer.step()
             total += loss.detach().double() * n
             count += n
     return total.item(), count
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How ``evaluate`` runs: the image size and hardware, and optionally the batch size, the
+    number of classes and ``resident`` (as in ``LocalSpec``)."""
+
+    image_size: int
+    hw: Hardware
+    batch_size: int = 64
+    num_classes: int = 3
+    resident: bool | None = None
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
-    indices: np.ndarray | None = None,
-    *,
-    image_size: int,
-    hw: Hardware,
-    batch_size: int = 64,
-    num_classes: int = 3,
-    resident: bool | None = None,
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None, **options
 ) -> EvalResult:
     """Loss and confusion matrix without augmentation; leaves the model's train/eval mode as found.
-    Both accumulate on the device and are read once; ``resident`` as in ``local_train``."""
+    Both accumulate on the device and are read once. ``options``: ``EvalOptions``' fields
+    (``image_size`` and ``hw`` are required)."""
+    opts = EvalOptions(**options)
+    hw, num_classes, batch_size = opts.hw, opts.num_classes, opts.batch_size
     was_training = model.training
     model.eval()
     if indices is None:
@@ -328,13 +348,13 @@ def evaluate(
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=hw.device)
     total = torch.zeros((), dtype=torch.float64, device=hw.device)
     try:
-        store = _resident_images(images, indices, hw, resident)
+        store = _resident_images(images, indices, hw, opts.resident)
         ys = torch.from_numpy(labels[indices]).to(hw.device, non_blocking=hw.non_blocking)
         start = 0
         for idx in batches(indices, batch_size, rng=None):
             end = start + len(idx)
             raw = _to_device(images, idx, hw) if store is None else store[start:end]
-            x = _prepare_input(eval_batch(raw, image_size), hw)
+            x = _prepare_input(eval_batch(raw, opts.image_size), hw)
             y = ys[start:end]
             with _autocast(hw):
                 logits = model(x)

@@ -11,7 +11,7 @@ from conftest import smoke
 from torch import nn
 
 from fedlib.errors import UserError
-from fedlib.train import check_compile, compile_model, evaluate, local_train, pick_hardware
+from fedlib.train import LocalSpec, check_compile, compile_model, evaluate, local_train, pick_hardware
 
 CPU = pick_hardware("cpu")
 
@@ -35,19 +35,8 @@ def data(n: int = 24, size: int = 40):
 
 def train(model: nn.Module) -> float:
     images, labels = data()
-    res = local_train(
-        model,
-        images,
-        labels,
-        np.arange(len(labels)),
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=1e-7,
-        image_size=32,
-        seed=4,
-        hw=CPU,
-    )
+    spec = LocalSpec(epochs=2, batch_size=8, lr=1e-3, weight_decay=1e-7, image_size=32, seed=4, hw=CPU)
+    res = local_train(model, images, labels, np.arange(len(labels)), spec)
     return res.loss
 
 

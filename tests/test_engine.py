@@ -12,7 +12,7 @@ from fedlib.errors import UserError
 from fedlib.experiment import setup
 from fedlib.federated import RoundFailed, sample_clients
 from fedlib.runner import train as run
-from fedlib.train import Hardware, evaluate, local_train
+from fedlib.train import Hardware, LocalSpec, evaluate, local_train
 
 
 def test_sampling_is_seeded_and_distinct():
@@ -178,19 +178,8 @@ def test_local_train_and_evaluate_leave_no_global_rng_trace(data_dir):
     hw = Hardware(device=torch.device("cpu"))
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    res = local_train(
-        model,
-        exp.data.train_images,
-        exp.data.train_labels,
-        exp.parts[0],
-        epochs=1,
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=0,
-        image_size=32,
-        seed=1,
-        hw=hw,
-    )
+    spec = LocalSpec(epochs=1, batch_size=8, lr=1e-3, weight_decay=0, image_size=32, seed=1, hw=hw)
+    res = local_train(model, exp.data.train_images, exp.data.train_labels, exp.parts[0], spec)
     model.eval()
     ev = evaluate(model, exp.data.test_images, exp.data.test_labels, image_size=32, hw=hw)
     assert torch.equal(before, torch.get_rng_state())

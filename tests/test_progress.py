@@ -20,11 +20,11 @@ LINE = re.compile(
 
 
 def test_the_status_line_says_where_the_run_is_and_how_long_it_has_left():
-    line = progress_line("pooled resnet18: epoch", 3, 10, 0.91234, 0.5, 62.4, 3725)
+    line = progress_line("pooled resnet18: epoch", (3, 10), 0.91234, 0.5, (62.4, 3725))
     assert line == (
         "pooled resnet18: epoch 3/10, train loss 0.912, test accuracy 0.500, 1:02 elapsed, about 1:02:05 left"
     )
-    assert "test accuracy -," in progress_line("x: round", 1, 4, 1.0, None, 0, 0)  # not evaluated yet
+    assert "test accuracy -," in progress_line("x: round", (1, 4), 1.0, None, (0, 0))  # not evaluated yet
     assert (clock(0), clock(59.6), clock(3599), clock(86400)) == ("0:00", "1:00", "59:59", "24:00:00")
 
 

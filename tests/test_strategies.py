@@ -22,8 +22,9 @@ from torch import nn
 
 from fedlib import strategy as strategies
 from fedlib.aggregate import RunningAverage, fedavg
-from fedlib.strategy import DEFAULT_SERVER_LR, NAMES, build, norm_keys
-from fedlib.train import local_train, pick_hardware, proximal_term
+from fedlib.strategy import DEFAULT_SERVER_LR, NAMES, REGISTRY, build, norm_keys, proximal_term
+from fedlib.strategy.fedprox import Proximal
+from fedlib.train import LocalSpec, local_train, pick_hardware
 
 SHAPES = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "fc.weight": (3, 8), "fc.bias": (3,)}
 CLIENTS_PER_ROUND = (5, 4, 3)  # odd and even counts; trimmed means cut 1 from each end at 5 (0.2) or 4-5 (0.3)
@@ -145,19 +146,19 @@ def test_defaults_are_flowers():
     def default(cls, arg):
         return inspect.signature(cls).parameters[arg].default
 
-    ours = inspect.signature(build).parameters
+    ours = {name: cls.settings for name, cls in REGISTRY.items()}  # each strategy's defaults (were build's)
     assert DEFAULT_SERVER_LR == {
         "fedavgm": default(FedAvgM, "server_learning_rate"),
         "fedadam": default(FedAdam, "eta"),
         "fedyogi": default(FedYogi, "eta"),
         "fedadagrad": default(FedAdagrad, "eta"),
     }
-    for cls in (FedAdam, FedYogi):
-        assert (ours["beta1"].default, ours["beta2"].default) == (default(cls, "beta_1"), default(cls, "beta_2"))
-        assert ours["tau"].default == default(cls, "tau")
-    assert ours["tau"].default == default(FedAdagrad, "tau")
-    assert ours["trim_fraction"].default == default(FedTrimmedAvg, "beta")
-    assert default(FedAvgM, "server_momentum") == 0.0 and ours["server_momentum"].default == 0.9  # ours is on
+    for name, cls in (("fedadam", FedAdam), ("fedyogi", FedYogi)):
+        assert (ours[name]["beta1"], ours[name]["beta2"]) == (default(cls, "beta_1"), default(cls, "beta_2"))
+        assert ours[name]["tau"] == default(cls, "tau")
+    assert ours["fedadagrad"]["tau"] == default(FedAdagrad, "tau")
+    assert ours["trimmed_mean"]["trim_fraction"] == default(FedTrimmedAvg, "beta")
+    assert default(FedAvgM, "server_momentum") == 0.0 and ours["fedavgm"]["server_momentum"] == 0.9  # ours is on
 
 
 def _states(seed=0, count=4):
@@ -331,12 +332,8 @@ def _train(mu=None, seed=0):
     labels = rng.integers(0, 3, 24)
     model = _tiny_model(seed)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    extra = {} if mu is None else {"proximal_mu": mu}
-    res = local_train(
-        model,
-        images,
-        labels,
-        np.arange(24),
+    hook = None if mu is None else build("fedprox", proximal_mu=mu).client_hook(None)
+    spec = LocalSpec(
         epochs=3,
         batch_size=8,
         lr=0.05,
@@ -344,8 +341,9 @@ def _train(mu=None, seed=0):
         image_size=16,
         seed=1,
         hw=pick_hardware("cpu", None, None),
-        **extra,
+        hook=hook,
     )
+    res = local_train(model, images, labels, np.arange(24), spec)
     return start, model.state_dict(), res.loss
 
 
@@ -391,11 +389,7 @@ def test_proximal_term_gradient():
 
 def test_fedprox_with_dp_is_refused():
     with pytest.raises(ValueError, match="DP-SGD"):
-        local_train(
-            _tiny_model(),
-            np.zeros((2, 16, 16, 3), np.uint8),
-            np.zeros(2, int),
-            np.arange(2),
+        spec = LocalSpec(
             epochs=1,
             batch_size=2,
             lr=0.1,
@@ -404,5 +398,6 @@ def test_fedprox_with_dp_is_refused():
             seed=0,
             hw=pick_hardware("cpu"),
             dp=object(),
-            proximal_mu=0.1,
+            hook=Proximal(0.1),
         )
+        local_train(_tiny_model(), np.zeros((2, 16, 16, 3), np.uint8), np.zeros(2, int), np.arange(2), spec)

@@ -30,10 +30,11 @@ from flwr.serverapp import Grid, ServerApp
 from .. import client, config, experiment, runner
 from ..config import TrainConfig
 from ..errors import UserError
-from ..federated import ClientResult, start_state
+from ..federated import ClientResult, start_of
 from . import runconfig, secagg
 from .messages import (
     pack,
+    read_extra,
     read_site,
     read_train_request,
     read_update,
@@ -68,6 +69,7 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """One local update of the global model on this site's data (``fedlib.client.fit``)."""
     packed, cfg, round_idx, attempt, client_id = read_train_request(msg.content)
+    task = client.Task(round_idx, client_id, attempt, extra=read_extra(msg.content))
     try:
         if site_id(context.node_config)[0] != client_id:
             raise UserError(f"this SuperNode serves client {site_id(context.node_config)[0]}, not client {client_id}")
@@ -75,9 +77,7 @@ def train(msg: Message, context: Context) -> Message:
             json.dumps(config.to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True)
         )
         model.load_state_dict(unpack(packed, model.state_dict()))
-        update, _ = client.fit(
-            model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw, round_idx, client_id, attempt
-        )
+        update, _ = client.fit(model, (exp.data.train_images, exp.data.train_labels, indices), cfg, exp.hw, task)
     except Exception as exc:
         log(ERROR, "client %d failed in round %d", client_id, round_idx + 1, exc_info=exc)
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, failure_reason(exc)), reply_to=msg)
@@ -163,22 +163,14 @@ class FlowerClients:
         self.timeout = exp.cfg.client_timeout or REPLY_TIMEOUT
         self.nodes = discover(grid, len(exp.parts), node_wait)
 
-    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
+    def fit_round(self, round_idx, clients, global_state, attempt, starts=None) -> Iterator[ClientResult]:
         shared = pack(global_state)  # FedBN: a record per client, with its own layers
-        messages = [
-            Message(
-                train_request(
-                    pack(start_state(global_state, local_states, c)) if (local_states or {}).get(c) else shared,
-                    self.cfg,
-                    round_idx,
-                    attempt,
-                    c,
-                ),
-                self.nodes[c],
-                MessageType.TRAIN,
-            )
-            for c in clients
-        ]
+        messages = []
+        for c in clients:
+            state, extra = start_of(global_state, starts, c)
+            arrays = shared if state is global_state else pack(state)
+            request = train_request(arrays, self.cfg, round_idx, attempt, c, extra)
+            messages.append(Message(request, self.nodes[c], MessageType.TRAIN))
         for c, reply in zip(clients, exchange(self.grid, messages, self.timeout), strict=True):
             yield self._result(c, reply, global_state)
 
@@ -193,10 +185,9 @@ class FlowerClients:
             return ClientResult(c, None, f"malformed reply ({type(exc).__name__}: {exc})")
 
 
-def serve(
-    grid: Grid, context: Context, cfg: TrainConfig, out: str | Path, *, resume: bool, overwrite: bool, progress: bool
-) -> dict:
-    """fedlib's FedAvg server on Flower's grid; writes the run directory as in-process."""
+def serve(grid: Grid, context: Context, cfg: TrainConfig, out: str | Path, **flags) -> dict:
+    """fedlib's FedAvg server on Flower's grid; writes the run directory as in-process.
+    ``flags``: ``fedlib.runner.train``'s resume, overwrite and progress."""
 
     def pool(exp: experiment.Experiment):
         if not cfg.secagg:
@@ -205,7 +196,7 @@ def serve(
         return secagg.SecAggClients(grid, exp, context, nodes, cfg.client_timeout or REPLY_TIMEOUT)
 
     try:
-        return runner.train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
+        return runner.train(cfg, out, pool=pool, **flags)
     except UserError as exc:
         log(ERROR, "%s%s", ERROR_MARK, exc)
         raise

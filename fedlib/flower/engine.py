@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import tomli_w
@@ -33,22 +34,31 @@ START_TIMEOUT = 180.0  # seconds from `flwr run` until the ServerApp must have s
 APP_DIR = Path(__file__).parent / "app"  # the Flower App (pyproject.toml) that `flwr run` submits
 
 
+@dataclass(frozen=True)
+class RunFlags:
+    """How a run treats its folder and the terminal, as ``fedlib.runner.train`` takes them."""
+
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
 def run_flower(
     cfg: TrainConfig,
     out: str | Path,
     *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
     superlink: str | None = None,
     root_certificates: str | None = None,
     timeout: float | None = None,
+    **flags,
 ) -> dict:
     """Train ``cfg`` (engine flower-sim or flower) into ``out``; returns final.json's content.
 
     ``superlink`` (HOST:PORT) and ``root_certificates`` (a CA file for TLS; without
     it the connection is insecure) are for ``flower``; ``timeout`` bounds its wait.
+    ``flags``: ``RunFlags``' resume, overwrite and progress.
     """
+    resume, overwrite, progress = astuple(RunFlags(**flags))
     if cfg.keep_optimizer_state:
         raise UserError(
             f"--keep-optimizer-state is not supported with --engine {cfg.engine} (the quick "
@@ -133,12 +143,12 @@ def submit(
     superlink: str,
     *,
     root_certificates: str | None,
-    resume: bool,
-    overwrite: bool,
-    progress: bool,
     timeout: float | None,
+    **flags,
 ) -> None:
-    """``flwr run`` of fedlib's Flower App on the SuperLink at ``superlink``; waits for the end."""
+    """``flwr run`` of fedlib's Flower App on the SuperLink at ``superlink``; waits for the end.
+    ``flags``: ``RunFlags``' resume, overwrite and progress."""
+    resume, overwrite, progress = astuple(RunFlags(**flags))
     from .apps import ERROR_MARK
 
     with tempfile.TemporaryDirectory(prefix="fedlib-flwr-") as tmp:
@@ -242,14 +252,14 @@ def run_local(
     *,
     keep_up: bool = False,
     workdir: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
     warm: bool = False,
+    **flags,
 ) -> dict | None:
     """``fedlib flower-local``: a SuperLink (TLS, SuperNode authentication) and one stock
     SuperNode per client on loopback (``warm``: fedlib's warm ones); runs ``cfg`` on them
-    into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all."""
+    into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all.
+    ``flags``: ``RunFlags``' resume, overwrite and progress."""
+    resume, overwrite, progress = astuple(RunFlags(**flags))
     cfg = config.replace(config.absolute_paths(cfg), engine="flower")
     sites = num_sites(cfg, Path(out or "."), resume, progress)
     own = workdir is None

@@ -4,7 +4,9 @@ These functions are pure (no Flower runtime, no I/O) so that a test can check
 the privacy promise directly: a site's reply holds one ``ArrayRecord`` (the
 model parameters) and one ``MetricRecord`` (the sample count, the training loss
 and further scalars) and nothing else. No images, labels, file names or patient
-ids can leave a client, because the reply has no field that could hold them.
+ids can leave a client, because the reply has no field that could hold them. A strategy
+whose client side computes more (SCAFFOLD: the change of its control variate, one tensor
+per parameter) adds one ``ArrayRecord`` of those tensors (``EXTRA``).
 
 A model state travels as one array (``pack``): its tensors' bytes, in state order. The
 receiver knows the model, so it reads them back with the dtypes and shapes of its own copy
@@ -21,10 +23,11 @@ import json
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from ..client import Update
+from ..client import ExtendedUpdate, Update
 from ..config import TrainConfig, replace, to_dict
 
 ARRAYS = "arrays"  # the model parameters (global state in a request, the update in a reply)
+EXTRA = "extra"  # the strategy's further tensors, by name (SCAFFOLD: control variates; their change)
 TASK = "task"  # request: which round, attempt and client, and the TrainConfig
 METRICS = "metrics"  # reply: num-examples, train-loss and further scalars
 SITE = "site"  # reply to the discovery query: which fedlib client a node serves
@@ -57,20 +60,31 @@ def unpack(record: ArrayRecord, like: dict[str, torch.Tensor]) -> dict[str, torc
     }
 
 
-def train_request(arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt: int, client: int) -> RecordDict:
-    """The global state and everything a site needs to train it as the in-process engine would."""
+def train_request(
+    arrays: ArrayRecord, cfg: TrainConfig, round_idx: int, attempt: int, client: int, extra: dict | None = None
+) -> RecordDict:
+    """The global state and everything a site needs to train it as the in-process engine would,
+    with the strategy's ``extra`` tensors for this client if any (SCAFFOLD's control variates)."""
     task = ConfigRecord(
         {"round": round_idx, "attempt": attempt, "client": client, "train-config": json.dumps(to_dict(cfg))}
     )
-    return RecordDict({ARRAYS: arrays, TASK: task})
+    records = {ARRAYS: arrays, TASK: task}
+    if extra:
+        records[EXTRA] = ArrayRecord(dict(extra))
+    return RecordDict(records)
 
 
 def read_train_request(content: RecordDict) -> tuple[ArrayRecord, TrainConfig, int, int, int]:
     """(packed global state, config, round, attempt, client) from ``train_request``'s record;
-    ``unpack`` the state with the site's model."""
+    ``unpack`` the state with the site's model (``read_extra``: the strategy's tensors)."""
     task = content.config_records[TASK]
     cfg = replace(TrainConfig(**json.loads(task["train-config"])))
     return content.array_records[ARRAYS], cfg, int(task["round"]), int(task["attempt"]), int(task["client"])
+
+
+def read_extra(content: RecordDict) -> dict[str, torch.Tensor] | None:
+    """The strategy's extra tensors of a train request or a reply, by name, or None."""
+    return content.array_records[EXTRA].to_torch_state_dict() if EXTRA in content.array_records else None
 
 
 def update_reply(update: Update) -> RecordDict:
@@ -85,14 +99,20 @@ def update_reply(update: Update) -> RecordDict:
             **{k: float(v) for k, v in update.metrics.items()},
         }
     )
-    return RecordDict({ARRAYS: pack(update.state), METRICS: metrics})
+    records = {ARRAYS: pack(update.state), METRICS: metrics}
+    if getattr(update, "extra", None):
+        records[EXTRA] = ArrayRecord(dict(update.extra))
+    return RecordDict(records)
 
 
 def read_update(content: RecordDict, like: dict[str, torch.Tensor]) -> Update:
     """The inverse of ``update_reply``; ``like`` is the model's state the update is of."""
     metrics = dict(content.metric_records[METRICS])
     num_examples, loss = metrics.pop(NUM_EXAMPLES), metrics.pop(TRAIN_LOSS)
-    return Update(unpack(content.array_records[ARRAYS], like), num_examples, loss, metrics)
+    state, extra = unpack(content.array_records[ARRAYS], like), read_extra(content)
+    if extra is not None:
+        return ExtendedUpdate(state, num_examples, loss, metrics, extra)
+    return Update(state, num_examples, loss, metrics)
 
 
 def site_reply(client: int, num_partitions: int | None) -> RecordDict:

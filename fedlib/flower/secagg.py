@@ -5,7 +5,7 @@ updates, never one site's update (Flower's SecAgg+, Bell et al. 2020).
 (``fedlib.federated``): for each round it runs Flower's ``SecAggPlusWorkflow``
 (key agreement, secret sharing, masked and quantised vectors, unmasking) with
 the round's sampled sites and hands the server a single result, the weighted
-average of their models, with the sites it covers as ``members``. The sites run
+average of their models, with the sites it covers as ``reports``. The sites run
 ``fedlib.client.fit`` as always; ``route`` sends their SecAgg+ messages through
 Flower's ``secaggplus_mod``, which masks the update before it leaves the site.
 
@@ -43,7 +43,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from .. import client
 from ..client import Update
 from ..config import TrainConfig, to_dict
-from ..federated import ClientResult
+from ..federated import ClientResult, start_of
 from .site import load_site
 
 CLIP = 1024.0  # |value| bound before quantisation: covers BatchNorm running variances
@@ -80,9 +80,8 @@ def _train(msg: Message, context: Context) -> Message:
     round_idx, attempt, client_id = int(task["round"]), int(task["attempt"]), int(task["client"])
     exp, indices, model = load_site(json.dumps(to_dict(cfg)), json.dumps(dict(context.node_config), sort_keys=True))
     model.load_state_dict(to_state(parameters_to_ndarrays(fitins.parameters), model.state_dict()))
-    update, _ = client.fit(
-        model, exp.data.train_images, exp.data.train_labels, indices, cfg, exp.hw, round_idx, client_id, attempt
-    )
+    data = (exp.data.train_images, exp.data.train_labels, indices)
+    update, _ = client.fit(model, data, cfg, exp.hw, client.Task(round_idx, client_id, attempt))
     fitres = FitRes(
         Status(Code.OK, ""),
         ndarrays_to_parameters(to_arrays(update.state)),
@@ -137,9 +136,14 @@ class SecAggClients:
         self.nodes, self.clients = nodes, {node: c for c, node in nodes.items()}
         self.max_weight = float(max(len(p) for p in exp.parts))
 
-    def fit_round(self, round_idx, clients, global_state, attempt, local_states=None) -> Iterator[ClientResult]:
-        if local_states:
-            raise ValueError("SecAgg+ sums whole models; FedBN's per-client layers cannot be masked together")
+    def fit_round(self, round_idx, clients, global_state, attempt, starts=None) -> Iterator[ClientResult]:
+        for c in clients:
+            state, extra = start_of(global_state, starts, c)
+            if state is not global_state or extra:
+                raise ValueError(
+                    "SecAgg+ sums whole models; a strategy's per-client state (FedBN's layers, SCAFFOLD's "
+                    "control variates) cannot be masked together"
+                )
         params = ndarrays_to_parameters(to_arrays(global_state))
         task = {"round": round_idx, "attempt": attempt, "train-config": json.dumps(to_dict(self.cfg))}
         strategy = _OneRound(
@@ -174,4 +178,6 @@ class SecAggClients:
             (self.clients[proxy.node_id], res.num_examples, float(res.metrics["train-loss"]))
             for proxy, res in strategy.results
         )
-        yield ClientResult(members[0], update, members=each)
+        # clients.csv: each member's count and loss, nothing else
+        reports = [(c, Update({}, n, loss), "secure aggregate") for c, n, loss in each]
+        yield ClientResult(members[0], update, reports=reports)

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import torch
 
-from .base import ServerOptimizer
+from .base import ServerOptimizer, register
 
 
+@register
 class FedAvgM(ServerOptimizer):
     """FedAvg with server momentum; with momentum 0 and lr 1 it is FedAvg exactly."""
 
     name = "fedavgm"
+    settings = {"server_lr": 1.0, "server_momentum": 0.9}  # Flower's defaults
     slots = ("momentum",)
 
     def __init__(self, server_lr: float, server_momentum: float) -> None:
         super().__init__()
+        if not 0 <= server_momentum < 1:
+            raise ValueError(f"server momentum must be in [0, 1), got {server_momentum}")
         self.server_lr = float(server_lr)
         self.server_momentum = float(server_momentum)
 

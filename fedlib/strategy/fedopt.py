@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ServerOptimizer
+from .base import ServerOptimizer, register
 
 
 class FedOpt(ServerOptimizer):
@@ -54,25 +54,12 @@ class FedOpt(ServerOptimizer):
         )
 
 
-class FedAdagrad(FedOpt):
-    """Adagrad on the server: v sums the squared updates; no first-moment averaging (beta1 = 0)."""
-
-    name = "fedadagrad"
-
-    def __init__(self, server_lr: float, tau: float) -> None:
-        super().__init__(server_lr, beta1=0.0, beta2=0.0, tau=tau)
-
-    def second_moment(self, v, delta):
-        return v + delta**2
-
-    def __repr__(self) -> str:
-        return f"FedAdagrad(server_lr={self.server_lr}, tau={self.tau})"
-
-
+@register
 class FedAdam(FedOpt):
     """Adam on the server, bias-corrected in the step size as Flower does (see the module docstring)."""
 
     name = "fedadam"
+    settings = {"server_lr": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
 
     def second_moment(self, v, delta):
         return self.beta2 * v + (1 - self.beta2) * delta**2
@@ -82,11 +69,30 @@ class FedAdam(FedOpt):
         return self.server_lr * (1 - self.beta2**t) ** 0.5 / (1 - self.beta1**t)
 
 
+@register
 class FedYogi(FedOpt):
     """Yogi on the server: v moves towards delta^2 by an additive, sign-controlled step."""
 
     name = "fedyogi"
+    settings = {"server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
 
     def second_moment(self, v, delta):
         sq = delta**2
         return v - (1 - self.beta2) * sq * torch.sign(v - sq)
+
+
+@register
+class FedAdagrad(FedOpt):
+    """Adagrad on the server: v sums the squared updates; no first-moment averaging (beta1 = 0)."""
+
+    name = "fedadagrad"
+    settings = {"server_lr": 0.1, "tau": 1e-3}
+
+    def __init__(self, server_lr: float, tau: float) -> None:
+        super().__init__(server_lr, beta1=0.0, beta2=0.0, tau=tau)
+
+    def second_moment(self, v, delta):
+        return v + delta**2
+
+    def __repr__(self) -> str:
+        return f"FedAdagrad(server_lr={self.server_lr}, tau={self.tau})"

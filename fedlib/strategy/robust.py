@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .base import Strategy
+from .base import Strategy, register
 
 
 class KeepAll:
@@ -70,10 +70,12 @@ def _too_few(label: str, per_round: int) -> str | None:
     return None
 
 
+@register
 class Median(Strategy):
     """FedMedian: the coordinate-wise median of the round's updates."""
 
     name = "median"
+    needs_each_update = True
 
     def accumulator(self) -> KeepAll:
         return KeepAll(median)
@@ -85,12 +87,16 @@ class Median(Strategy):
         return _too_few("the coordinate-wise median", per_round)
 
 
+@register
 class TrimmedMean(Strategy):
     """FedTrimmedAvg: the coordinate-wise mean after cutting the ``trim_fraction`` largest and smallest."""
 
     name = "trimmed_mean"
+    settings = {"trim_fraction": 0.2}
+    needs_each_update = True
 
     def __init__(self, trim_fraction: float) -> None:
+        super().__init__()
         if not 0.0 < trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must be in (0, 0.5), got {trim_fraction}")
         self.trim_fraction = float(trim_fraction)
