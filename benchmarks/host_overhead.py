@@ -38,7 +38,7 @@ from fedlib import runs
 from fedlib.checkpoint import Writer
 from fedlib.data import transforms
 from fedlib.data.transforms import IMAGENET_STD, augment_batch
-from fedlib.train import Hardware, _epochs, _prepare_input, _resident_images, _to_device, batches
+from fedlib.train import Hardware, LocalSpec, _epochs, _prepare_input, _resident_images, _to_device, batches
 
 CPU = Hardware(device=torch.device("cpu"))
 
@@ -76,7 +76,8 @@ def steps_per_second(path: str, images, labels, steps: int, batch: int) -> tuple
         total, _ = _old_epochs(model, optimizer, images, labels, indices, 1, batch, 224, 0, CPU)
     else:
         store = _resident_images(images, indices, CPU, resident=path == "resident")
-        total, _ = _epochs(model, optimizer, images, labels, indices, 1, batch, 224, 0, CPU, store=store)
+        spec = LocalSpec(epochs=1, batch_size=batch, lr=1e-3, weight_decay=0.0, image_size=224, seed=0, hw=CPU)
+        total, _ = _epochs(model, optimizer, (images, labels, indices), spec, store=store)
     return steps / (time.perf_counter() - start), total
 
 

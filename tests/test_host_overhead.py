@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedlib import config, train
-from fedlib.train import Hardware, evaluate, local_train
+from fedlib.train import Hardware, LocalSpec, evaluate, local_train
 
 CPU = Hardware(device=torch.device("cpu"))
 
@@ -43,7 +43,7 @@ def arrays():
 def fit(model, arrays, **kwargs):
     images, labels, indices = arrays
     options = dict(epochs=2, batch_size=4, lr=1e-2, weight_decay=0.0, image_size=32, seed=7, hw=CPU)
-    return local_train(model, images, labels, indices, **{**options, **kwargs})
+    return local_train(model, images, labels, indices, LocalSpec(**{**options, **kwargs}))
 
 
 def test_the_loss_is_the_double_the_per_batch_item_sum_gave(arrays, monkeypatch):

@@ -96,7 +96,7 @@ class TrainConfig:
     strategy: str = knob(
         "fedavg",
         "strategy",
-        "fedavg | fedavgm | fedprox | fedadam | fedyogi | fedadagrad | fedbn | median | trimmed_mean",
+        "fedavg | fedavgm | fedprox | fedadam | fedyogi | fedadagrad | fedbn | median | trimmed_mean | scaffold",
         flag="--strategy",
     )
     proximal_mu: float = knob(

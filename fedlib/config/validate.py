@@ -190,31 +190,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def _check_strategy(cfg: TrainConfig) -> None:
-    """The strategy and its settings (``fedlib.strategy.build`` checks the ones it reads)."""
-    from ..strategy import NAMES as STRATEGIES  # late, as in validate
-    from ..strategy import from_config as strategy_from_config
+    """The strategy and its settings: ``fedlib.strategy.check`` knows what each strategy needs."""
+    from ..strategy import check  # late, as in validate: the strategies import torch
 
-    s = cfg.strategy
-    _check(s in STRATEGIES, f"unknown strategy {s!r}; choose one of {', '.join(STRATEGIES)}.")
-    _check(
-        s == "fedavg" or cfg.mode == "fedavg",
-        f"--strategy {s} is a federated strategy; it needs --mode fedavg (federated rounds), not {cfg.mode}.",
-    )
     try:
-        strategy = strategy_from_config(cfg)
+        check(cfg)
     except ValueError as exc:
-        raise UserError(f"--strategy {s}: {exc}; change that option (README, Strategies).") from None
-    if cfg.mode != "fedavg":
-        return
-    _check(
-        not (cfg.secagg and s in ("fedbn", "median", "trimmed_mean")),
-        f"--secagg shows the server only the sum of a round's updates; --strategy {s} needs each update "
-        "(or each hospital's own layers): use one of them.",
-    )
-    _check(
-        not (cfg.dp and s == "fedprox"),
-        "--strategy fedprox with differential privacy is not supported: "
-        "DP-SGD would drop the proximal term's gradient; use one of them.",
-    )
-    why = strategy.check_clients_per_round(min(cfg.clients_per_round, cfg.clients))
-    _check(why is None, f"--strategy {s}: {why}.")
+        raise UserError(str(exc)) from None

@@ -86,7 +86,7 @@ def check(cfg) -> None:
     try:
         strategy = from_config(cfg)
     except ValueError as exc:
-        raise ValueError(f"--strategy {s}: {exc}; change that option (README, Strategies).") from None
+        raise ValueError(f"--strategy {s}: {exc}; change that option (docs/strategies-and-study.md).") from None
     if cfg.mode != "fedavg":
         return
     if cfg.secagg and strategy.needs_each_update:
