@@ -133,7 +133,7 @@ def _print_final(final: dict, out: str) -> None:
 
 
 def cmd_flower_local(args) -> None:
-    from .flower.engine import run_local
+    from .deploy.local import LocalRun, run_local
 
     if not args.keep_up and args.out is None:
         raise UserError(
@@ -141,16 +141,15 @@ def cmd_flower_local(args) -> None:
             "the SuperLink and SuperNodes."
         )
     args.engine = args.engine or "flower"  # what flower-local runs, so --secagg validates
-    final = run_local(
-        train_config(args),
-        args.out,
+    how = LocalRun(
         keep_up=args.keep_up,
         workdir=args.workdir,
+        warm=args.warm,
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
-        warm=args.warm,
     )
+    final = run_local(train_config(args), args.out, how)
     if final is not None:
         _print_final(final, args.out)
 

@@ -19,27 +19,17 @@ def run(
     cfg: TrainConfig,
     out: str | Path,
     *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
     superlink: str | None = None,
     root_certificates: str | None = None,
     deadline: float | None = None,
+    **flags,
 ) -> dict:
-    """Train ``cfg`` into ``out``; returns final.json's content. ``superlink``,
-    ``root_certificates`` and ``deadline`` (seconds) are for the ``flower`` engine (see
-    ``fedlib.flower.run_flower``)."""
+    """Train ``cfg`` into ``out``; returns final.json's content. ``flags``: the run folder's
+    ``resume``, ``overwrite`` and ``progress``, as ``fedlib.runner.train`` takes them.
+    ``superlink``, ``root_certificates`` and ``deadline`` (seconds) are for the ``flower``
+    engine (see ``fedlib.flower.run_flower``)."""
     if cfg.engine == "inprocess":
-        return train(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+        return train(cfg, out, **flags)
     from .flower import run_flower
 
-    return run_flower(
-        cfg,
-        out,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        superlink=superlink,
-        root_certificates=root_certificates,
-        timeout=deadline,
-    )
+    return run_flower(cfg, out, superlink=superlink, root_certificates=root_certificates, timeout=deadline, **flags)

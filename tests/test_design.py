@@ -80,6 +80,13 @@ def test_fedlib_has_no_import_cycle():
     assert not cycles, f"fedlib has {len(cycles)} import cycle(s):\n" + "\n".join(map(show, cycles))
 
 
+def test_the_flower_apps_do_not_depend_on_operations():
+    # fedlib.deploy starts processes and patches Flower; the apps (fedlib.flower) must not need it.
+    graph = import_graph()
+    leaks = {m: sorted(t for t in graph[m] if t.startswith("fedlib.deploy")) for m in graph}
+    assert not {m: t for m, t in leaks.items() if t and m.startswith("fedlib.flower")}
+
+
 # ---------------------------------------------------------------- the checker checks itself
 
 

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from fedlib import config
 from fedlib.cli import build_parser, train_config
+from fedlib.deploy.credentials import make_node_key, make_tls
 from fedlib.errors import UserError
 from fedlib.flower import apps, engine, runconfig
-from fedlib.flower.credentials import make_node_key, make_tls
-from fedlib.flower.local import plain
+from fedlib.flower.connection import plain
 
 pytest.importorskip("flwr")
 

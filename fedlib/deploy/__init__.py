@@ -4,8 +4,8 @@
 ``credentials``: its CA, server certificate and SuperNode keys; ``warm``: the opt-in warm
 SuperNodes, which patch Flower internals pinned to one Flower release. The Flower apps
 (fedlib.flower: ClientApp, ServerApp, messages, run config, SecAgg) need none of this, and
-nothing in fedlib.flower imports it (but for fedlib/flower/local.py and credentials.py, re-exports
-kept until their last importers import from here): a Flower upgrade that breaks operations breaks here.
+nothing in fedlib.flower imports it (tests/test_design.py): a Flower upgrade that breaks operations
+breaks here.
 
 Telemetry and update checks are off unless the user turned them on, as in fedlib.flower.
 """

@@ -19,25 +19,33 @@ also after an error or Ctrl-C.
 ``warm=True`` starts fedlib's warm SuperNodes instead (``fedlib.deploy.warm``: shorter
 idle waits and ClientApps forked from a process that has imported fedlib once). They
 patch Flower internals and are opt-in; stock is what a hospital runs.
+
+``run_local`` is ``fedlib flower-local``: such a federation, one run on it (or, with
+``keep_up``, runs submitted by hand until Ctrl-C), and every process stopped.
 """
 
 from __future__ import annotations
 
-import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from .. import config
+from ..config import TrainConfig
 from ..errors import UserError
+from ..flower.connection import CONNECTION, flower_env, plain, write_connection
+from ..flower.engine import num_sites, run_flower
 from .credentials import TLSFiles, make_node_key, make_tls
 
 TAG = "FEDLIB_FLOWER_FEDERATION"
-CONNECTION = "fedlib"  # the SuperLink connection's name in FLWR_HOME/config.toml
 # Flower's SuperExec looks for tasks every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (default 1); a
 # supported setting, so the loopback federation sets it to 0.2 s for stock and warm alike.
 SUPEREXEC_POLL = "0.2"
@@ -48,34 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def flower_env(home: Path, tag: str | None = None) -> dict[str, str]:
-    """The environment of Flower's processes: this Python's Flower, a private home, offline."""
-    env = dict(os.environ)
-    env.update(FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
-    # Flower starts flower-superexec / flwr-serverapp / flwr-clientapp by name: use this Python's.
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    if tag is not None:
-        env[TAG] = tag
-    return env
-
-
-def write_connection(home: Path, address: str, root_certificates: str | None = None) -> None:
-    """FLWR_HOME/config.toml naming the SuperLink that `flwr run ... fedlib` talks to."""
-    home.mkdir(parents=True, exist_ok=True)
-    security = f'root-certificates = "{Path(root_certificates).resolve()}"' if root_certificates else "insecure = true"
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}\n'
-    )
-
-
-BOX = str.maketrans("", "", "╭╮╰╯│─┌┐└┘├┤┬┴┼━┃")  # what Flower's CLI draws its panels with
-
-
-def plain(text: str) -> str:
-    """Flower's CLI output in one line: its panels' box-drawing characters and extra spaces gone."""
-    return " ".join(text.translate(BOX).split())
 
 
 def tagged(tag: str) -> list[psutil.Process]:
@@ -193,7 +173,7 @@ class LocalFederation:
         """Run ``flwr ARGS`` against this SuperLink (the coordinator's CLI); its output."""
         done = subprocess.run(
             [str(Path(sys.executable).parent / "flwr"), *args],
-            env=flower_env(self.home, self.tag),
+            env=self.env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -205,10 +185,14 @@ class LocalFederation:
             )
         return done.stdout
 
+    def env(self) -> dict[str, str]:
+        """Flower's environment (``flower_env``) with this federation's tag, which every child inherits."""
+        return {**flower_env(self.home), TAG: self.tag}
+
     def _spawn(self, name: str, *command: str) -> subprocess.Popen:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = flower_env(self.home, self.tag)
+        env = self.env()
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL)
         with open(log, "wb") as fh:
             self.procs[name] = subprocess.Popen(
@@ -260,3 +244,66 @@ def _signal(proc: psutil.Process, send) -> None:
         send(proc)
     except psutil.NoSuchProcess:
         pass
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """How ``fedlib flower-local`` runs besides the config: ``keep_up`` waits for runs submitted
+    by hand instead of running one; ``workdir`` holds certificates, keys and logs (default: a
+    temporary folder, removed after); ``warm``: fedlib's warm SuperNodes; the rest as for
+    ``run_flower``."""
+
+    keep_up: bool = False
+    workdir: str | Path | None = None
+    warm: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def run_local(cfg: TrainConfig, out: str | Path | None, how: LocalRun = LocalRun()) -> dict | None:
+    """``fedlib flower-local``: a SuperLink (TLS, SuperNode authentication) and one stock
+    SuperNode per client on loopback (``how.warm``: fedlib's warm ones); runs ``cfg`` on them
+    into ``out``, or with ``how.keep_up`` waits for runs until Ctrl-C. Stops them all."""
+    cfg = config.replace(config.absolute_paths(cfg), engine="flower")
+    sites = num_sites(cfg, Path(out or "."), how.resume, how.progress)
+    own = how.workdir is None
+    workdir = Path(how.workdir or tempfile.mkdtemp(prefix="fedlib-flower-"))
+    with LocalFederation(sites, workdir, warm=how.warm) as fed:
+        if how.keep_up:
+            _serve_until_interrupted(fed, cfg, sites)
+            final = None
+        else:
+            try:
+                final = run_flower(
+                    cfg,
+                    out,
+                    resume=how.resume,
+                    overwrite=how.overwrite,
+                    progress=how.progress,
+                    superlink=fed.address,
+                    root_certificates=fed.root_certificates,
+                )
+            except UserError as exc:
+                raise UserError(f"{exc} (Flower logs: {workdir / 'logs'})") from None
+    if own:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return final
+
+
+def _serve_until_interrupted(fed: LocalFederation, cfg: TrainConfig, sites: int) -> None:
+    print(
+        f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
+        f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
+        f"  fedlib train --engine flower --superlink {fed.address} --root-certificates {fed.root_certificates} "
+        f"--profile {cfg.profile} "
+        f"--clients {cfg.clients} --out runs/flower-demo\n"
+        "Ctrl-C stops the SuperLink and the SuperNodes.",
+        flush=True,
+    )
+    try:
+        while True:
+            fed.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping the SuperLink and the SuperNodes", flush=True)

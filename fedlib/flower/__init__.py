@@ -1,5 +1,5 @@
 """fedlib on Flower: the same FedAvg in Flower's simulation runtime or on a real
-SuperLink / SuperNode deployment (see README, "Running on Flower").
+SuperLink / SuperNode deployment (see docs/flower.md).
 
 Telemetry and update checks are off unless the user turned them on, so that
 fedlib talks to nothing but the SuperLink it was given.
@@ -11,6 +11,5 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from .engine import run_flower  # noqa: E402
-from .local import LocalFederation  # noqa: E402
 
-__all__ = ["LocalFederation", "run_flower"]
+__all__ = ["run_flower"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from .. import config, runs
 from ..config import TrainConfig
 from ..errors import UserError
 from ..experiment import setup
-from .local import CONNECTION, LocalFederation, flower_env, plain, write_connection
+from .connection import CONNECTION, flower_env, plain, write_connection
 
 START_TIMEOUT = 180.0  # seconds from `flwr run` until the ServerApp must have said it started
 APP_DIR = Path(__file__).parent / "app"  # the Flower App (pyproject.toml) that `flwr run` submits
@@ -244,61 +243,3 @@ def _follow(command: list[str], env: dict, echo: bool, timeout: float | None) ->
             proc.wait()
     watcher.join()
     return proc.returncode, list(tail), stopped[0] if stopped else None
-
-
-def run_local(
-    cfg: TrainConfig,
-    out: str | Path | None,
-    *,
-    keep_up: bool = False,
-    workdir: str | Path | None = None,
-    warm: bool = False,
-    **flags,
-) -> dict | None:
-    """``fedlib flower-local``: a SuperLink (TLS, SuperNode authentication) and one stock
-    SuperNode per client on loopback (``warm``: fedlib's warm ones); runs ``cfg`` on them
-    into ``out``, or with ``keep_up`` waits for runs until Ctrl-C. Stops them all.
-    ``flags``: ``RunFlags``' resume, overwrite and progress."""
-    resume, overwrite, progress = astuple(RunFlags(**flags))
-    cfg = config.replace(config.absolute_paths(cfg), engine="flower")
-    sites = num_sites(cfg, Path(out or "."), resume, progress)
-    own = workdir is None
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedlib-flower-"))
-    with LocalFederation(sites, workdir, warm=warm) as fed:
-        if keep_up:
-            _serve_until_interrupted(fed, cfg, sites)
-            final = None
-        else:
-            try:
-                final = run_flower(
-                    cfg,
-                    out,
-                    resume=resume,
-                    overwrite=overwrite,
-                    progress=progress,
-                    superlink=fed.address,
-                    root_certificates=fed.root_certificates,
-                )
-            except UserError as exc:
-                raise UserError(f"{exc} (Flower logs: {workdir / 'logs'})") from None
-    if own:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return final
-
-
-def _serve_until_interrupted(fed: LocalFederation, cfg: TrainConfig, sites: int) -> None:
-    print(
-        f"SuperLink on {fed.address} with {sites} SuperNodes (partition-id 0 to {sites - 1}); "
-        f"logs in {fed.workdir / 'logs'}. Submit a run from another shell:\n"
-        f"  fedlib train --engine flower --superlink {fed.address} --root-certificates {fed.root_certificates} "
-        f"--profile {cfg.profile} "
-        f"--clients {cfg.clients} --out runs/flower-demo\n"
-        "Ctrl-C stops the SuperLink and the SuperNodes.",
-        flush=True,
-    )
-    try:
-        while True:
-            fed.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("stopping the SuperLink and the SuperNodes", flush=True)
