@@ -1,5 +1,4 @@
 """Grad-CAM++ maps of trained runs and the paper's Figures 6-8.
-maps fall on the lesion (beyond the paper).
 
 Maps. pytorch-grad-cam's ``GradCAMPlusPlus`` at one block per model, its
 ReLU'd map shifted and scaled per image to [0, 1]. The library resizes each
@@ -353,8 +352,7 @@ def paper_figures(
             f"{data.classes[record.label]}){outline}\n{about}; training seed "
             f"{'/'.join(map(str, sorted(train_seeds)))}, image seed {seed}\n{LAYER_RULE}"
         )
-        fig = gradcam_figure(panels[record.filename], models, classes=data.classes, title=title)
-        figures[stem] = fig
+        figures[stem] = gradcam_figure(panels[record.filename], models, classes=data.classes, title=title)
     return figures
 
 
