@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedlib import config, plots, runs
+from fedlib import config
 from fedlib.launch import run
 from fedlib.metrics import slug
+from fedlib.report.io import markdown_table, save_table
+from fedlib.run import folder, io
 
 COVIDX_MIX = dict(synth_class_mix="covidx", synth_n_train=1200, synth_n_test=600)
 
@@ -36,7 +38,7 @@ def main() -> None:
         for weight in ("none", "balanced"):
             cfg = config.resolve("quick", model="resnet18", mode="fedavg", seed=seed, class_weight=weight, **COVIDX_MIX)
             out = Path(args.runs_dir) / f"resnet18-fedavg-{weight}-seed{seed}"
-            final = runs.read_json(out / "final.json") if runs.is_finished(out) else run(cfg, out, overwrite=True)
+            final = io.read_json(out / "final.json") if folder.is_finished(out) else run(cfg, out, overwrite=True)
             test = final["test"]
             rows.append(
                 {
@@ -58,8 +60,8 @@ def main() -> None:
         f"({', '.join(map(str, args.seeds))}). Command: python benchmarks/class_weight.py --seeds "
         f"{' '.join(map(str, args.seeds))}."
     )
-    plots.save_table(table, args.figures_dir, "table_class_weight")
-    print(plots.markdown_table(table))
+    save_table(table, args.figures_dir, "table_class_weight")
+    print(markdown_table(table))
 
 
 if __name__ == "__main__":

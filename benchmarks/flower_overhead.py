@@ -27,14 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedlib import config, runs
+from fedlib import config
 from fedlib.deploy import LocalFederation
 from fedlib.flower import run_flower
 from fedlib.launch import run
+from fedlib.run import io
 
 
 def round_seconds(run_dir: Path) -> list[float]:
-    walls = [float(row["wall_time"]) for row in runs.read_history(run_dir / "history.csv")]
+    walls = [float(row["wall_time"]) for row in io.read_history(run_dir / "history.csv")]
     return [b - a for a, b in zip([0.0, *walls], walls, strict=False)]
 
 
@@ -43,7 +44,7 @@ def steady(run_dir: Path) -> float:
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = runs.load_checkpoint(a)["model"], runs.load_checkpoint(b)["model"]
+    wa, wb = io.load_checkpoint(a)["model"], io.load_checkpoint(b)["model"]
     return all(wa[k].equal(wb[k]) for k in wa)
 
 

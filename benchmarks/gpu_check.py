@@ -42,7 +42,7 @@ from fedlib.experiment import new_model
 from fedlib.federated import InProcessClients, cpu_state
 from fedlib.launch import run
 from fedlib.models import PAPER_MODELS
-from fedlib.runs import load_checkpoint
+from fedlib.run.io import load_checkpoint
 
 FED_PASSES = 100 * 2 * 3 * 2741
 POOLED_PASSES = 300 * 13703

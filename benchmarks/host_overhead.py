@@ -7,7 +7,7 @@
    ``fedlib.train._epochs`` (loss summed on the device, labels copied once), and today's with
    the call's images resident on the device (what CUDA uses when they fit; forced here).
 2. The checkpoint stall: seconds the training loop is blocked per checkpoint of a
-   ``--state-mb`` state, written synchronously (``runs.save_checkpoint``) or in the background
+   ``--state-mb`` state, written synchronously (``io.save_checkpoint``) or in the background
    (``fedlib.checkpoint.Writer``: the stall is the snapshot copy, plus any wait for a write
    still in flight), with ``--compute`` seconds of real training between checkpoints, and
    how much slower that training ran beside the writer.
@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fedlib import runs
 from fedlib.checkpoint import Writer
 from fedlib.data import transforms
 from fedlib.data.transforms import IMAGENET_STD, augment_batch
+from fedlib.run import io
 from fedlib.train import Hardware, LocalSpec, _epochs, _prepare_input, _resident_images, _to_device, batches
 
 CPU = Hardware(device=torch.device("cpu"))
@@ -102,7 +102,7 @@ def checkpoint_stall(background: bool, state: dict, compute_iters: int, folder: 
             if background:
                 writer.submit(folder, state)
             else:
-                runs.save_checkpoint(folder, state)
+                io.save_checkpoint(folder, state)
             blocked.append(time.perf_counter() - t1)
             computing.append(t1 - t0)
         t2 = time.perf_counter()

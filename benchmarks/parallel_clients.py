@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from fedlib import config, runs
+from fedlib import config
+from fedlib.run import io
 from fedlib.runner import train
 
 
@@ -31,9 +32,9 @@ def one(cfg, out: str, threads: int) -> tuple[float, float, dict]:
         whole = time.perf_counter() - start
     finally:
         torch.set_num_threads(saved)
-    times = [float(r["wall_time"]) for r in runs.read_history(f"{out}/history.csv")]
+    times = [float(r["wall_time"]) for r in io.read_history(f"{out}/history.csv")]
     rounds = [b - a for a, b in zip(times, times[1:], strict=False)]  # round 1 holds the start-up
-    return whole, statistics.median(rounds), runs.load_checkpoint(out)["model"]
+    return whole, statistics.median(rounds), io.load_checkpoint(out)["model"]
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from fedlib import results, study
+from fedlib import study
+from fedlib.run import results
 
 TRIALS = {
     "fedadam": [dict(server_lr=lr) for lr in (0.1, 0.01, 0.001)],

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import runs
 from .client import class_weights, cpu_state, local_spec
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
+from .run import io
 from .train import derive_seed, local_train
 
 
@@ -75,9 +75,9 @@ def run_local(exp: Experiment, checkpoint: dict | None, history: list[dict]) -> 
         train_loop(exp, trainer, epochs, history, start)
         done[c] = exp.final_metrics(trainer.model, exp.parts[c])
         state = cpu_state(trainer.model)
-        runs.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", state)
+        io.save_torch(exp.run_dir / "checkpoints" / f"client{c}.pt", state)
         # Mark the client finished in a checkpoint, so a resume does not train it again.
-        runs.save_checkpoint(
+        io.save_checkpoint(
             exp.run_dir,
             {
                 "client": c,

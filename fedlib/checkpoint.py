@@ -1,7 +1,7 @@
 """Checkpoints written beside training, not in its way.
 
 ``Writer.submit`` copies the state to the CPU at once (training changes weights and Adam's
-moments in place) and writes the copy with ``runs.save_checkpoint`` in a background thread:
+moments in place) and writes the copy with ``io.save_checkpoint`` in a background thread:
 the same temporary file and renames (last.pt, previous.pt), so a crash at any moment leaves
 a checkpoint that loads. At most one write is in flight: the next ``submit`` waits for the
 one before. Leaving the ``with`` block waits for the write in flight, also on an error or
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import runs
+from .run import io
 
 
 def cpu_snapshot(obj, memo: dict | None = None):
@@ -52,13 +52,13 @@ class Writer:
         snapshot = cpu_snapshot(state)
         # Started with Ctrl-C and SIGTERM blocked, the thread keeps them blocked for its life:
         # they reach the training thread, whose exit waits for this write.
-        with runs.signals_deferred():
+        with io.signals_deferred():
             self._thread = threading.Thread(target=self._write, args=(run_dir, snapshot), name="fedlib-checkpoint")
             self._thread.start()
 
     def _write(self, run_dir: Path, snapshot: dict) -> None:
         try:
-            runs.save_checkpoint(run_dir, snapshot)
+            io.save_checkpoint(run_dir, snapshot)
         except BaseException as exc:  # handed to the training thread by wait()
             self._error = exc
 
@@ -67,7 +67,7 @@ class Writer:
         raise the error of a write that failed."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            with runs.signals_deferred():
+            with io.signals_deferred():
                 thread.join()
         error, self._error = self._error, None
         if error is not None:

@@ -77,10 +77,11 @@ def cmd_data_summary(args) -> None:
 
 
 def train_config(args):
-    from . import config, runs
+    from . import config
+    from .run import folder
 
     overrides = flags.given(args)  # every TrainConfig flag typed; the rest as the profile says
-    runs.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
+    folder.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if getattr(args, "run_config", None):
         overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
     if args.resume and args.out is not None:

@@ -31,13 +31,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from . import privacy, runs
+from . import privacy
 from .aggregate import client_weights
 from .client import Task, Update, cpu_state
 from .errors import UserError
 from .experiment import Experiment, mean_over_clients
 from .loop import train_loop
 from .parallel import Job, Outcome, Workers, fit_outcome
+from .run import io
 from .strategy import Strategy, from_config
 from .train import derive_seed
 
@@ -248,9 +249,7 @@ class Rounds:
             self.strategy.load_state_dict(checkpoint.get("strategy", {}))
             self.strategy.local_states = checkpoint.get("local_states", {})
             self.clients_rows = [
-                row
-                for row in runs.read_history(exp.run_dir / "clients.csv")
-                if int(row["round"]) <= checkpoint["round"]
+                row for row in io.read_history(exp.run_dir / "clients.csv") if int(row["round"]) <= checkpoint["round"]
             ]
         self.pool = pool if pool is not None else InProcessClients(exp, self.model, opt_states)
 
@@ -261,7 +260,7 @@ class Rounds:
         self.model.load_state_dict(self.strategy.next_state(global_state, res.aggregate, res.kept, r))
         self.privacy.account(res.updates, res.rows)
         self.clients_rows += res.rows
-        runs.write_history(self.exp.run_dir / "clients.csv", self.clients_rows)
+        io.write_history(self.exp.run_dir / "clients.csv", self.clients_rows)
         n = sum(u.num_examples for _, u in res.updates)
         row = {
             "epoch": (r + 1) * cfg.local_epochs,

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from . import runs
 from .checkpoint import Writer
 from .experiment import Experiment
+from .run import folder, io
 
 
 class Trainer(Protocol):
@@ -49,7 +49,7 @@ def resumed_history(exp: Experiment, checkpoint: dict | None) -> list[dict]:
     if checkpoint is None:
         return []
     exp.started -= checkpoint.get("wall_time", 0.0)
-    rows = runs.read_history(exp.run_dir / "history.csv")
+    rows = io.read_history(exp.run_dir / "history.csv")
     return rows[: checkpoint["history_rows"]]
 
 
@@ -73,7 +73,7 @@ def train_loop(
                 row.update(trainer.evaluate())
             row["wall_time"] = exp.elapsed()
             history.append(row)
-            runs.write_history(exp.run_dir / "history.csv", history)
+            io.write_history(exp.run_dir / "history.csv", history)
             if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == total:
                 state = {
                     unit: i + 1,
@@ -101,7 +101,7 @@ class Status:
         elapsed = row["wall_time"]
         left = (elapsed - self.began) / (done - self.start) * (self.total - done)  # at this session's pace
         line = progress_line(self.what, (done, self.total), row["train_loss"], self.accuracy, (elapsed, left))
-        runs.atomic_write_text(self.exp.run_dir / runs.PROGRESS, line + "\n")
+        io.atomic_write_text(self.exp.run_dir / folder.PROGRESS, line + "\n")
         acc = self.accuracy if self.accuracy is not None else float("nan")
         return {"loss": f"{row['train_loss']:.3f}", "acc": f"{acc:.3f}"}  # tqdm shows them sorted
 

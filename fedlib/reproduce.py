@@ -37,7 +37,6 @@ from .run.folder import (
     DataSet,
     config_differences,
     data_set,
-    default_run_dir,  # noqa: F401  notebook 01 imports it from here
     is_finished,
     is_profile_synthetic,
     reproduce_paths,

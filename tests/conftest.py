@@ -107,9 +107,9 @@ def smoke(data_dir, **overrides):
 
 def weights(run_dir) -> dict:
     """The global model of a run's last checkpoint."""
-    from fedlib import runs
+    from fedlib.run import io
 
-    return runs.load_checkpoint(run_dir)["model"]
+    return io.load_checkpoint(run_dir)["model"]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -121,10 +121,10 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def history_without_time(run_dir) -> list[dict]:
-    from fedlib import runs
+    from fedlib.run import io
 
     return [
-        {k: v for k, v in row.items() if k != "wall_time"} for row in runs.read_history(Path(run_dir) / "history.csv")
+        {k: v for k, v in row.items() if k != "wall_time"} for row in io.read_history(Path(run_dir) / "history.csv")
     ]
 
 

@@ -1,5 +1,5 @@
-"""Tiny hand-made run folders for the analysis tests (fedlib.results, fedlib.plots): the
-config.json, final.json and history.csv a finished run leaves, written with fedlib.runs'
+"""Tiny hand-made run folders for the analysis tests (fedlib.run.results, fedlib.report): the
+config.json, final.json and history.csv a finished run leaves, written with fedlib.run.io's
 own writers, every number chosen by hand."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from fedlib.metrics import summarize_confusion
-from fedlib.results import run_name
-from fedlib.runs import write_history, write_json
+from fedlib.run.folder import run_name
+from fedlib.run.io import write_history, write_json
 
 CLASSES = ["pneumonia", "normal", "COVID-19"]
 DESCRIPTION = "SYNTHETIC chest X-rays (48 train / 24 test images)"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import write_covidx
 
-from fedlib import runs
 from fedlib.cli import main
+from fedlib.run import io
 
 TRAIN = [(f"p{i}", f"tr{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], f"site-{i % 2}") for i in range(9)]
 TEST = [(f"q{i}", f"te{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], "site-0") for i in range(6)]
@@ -176,8 +176,8 @@ def earlier_run(tmp_path) -> Path:
     """A finished earlier run in the folder the bad command targets (with --overwrite)."""
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    runs.write_json(run / "config.json", {"model": "resnet18"})
-    runs.write_json(run / "final.json", {"test": {"accuracy": 0.9}})
+    io.write_json(run / "config.json", {"model": "resnet18"})
+    io.write_json(run / "final.json", {"test": {"accuracy": 0.9}})
     return run
 
 

@@ -9,8 +9,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from fedlib import runs
 from fedlib.checkpoint import Writer, cpu_snapshot
+from fedlib.run import io
 
 
 class Interrupted(BaseException):
@@ -19,9 +19,9 @@ class Interrupted(BaseException):
 
 @pytest.fixture
 def gated(monkeypatch):
-    """runs.save_checkpoint that waits for ``gate`` before it writes, recording what it wrote."""
+    """io.save_checkpoint that waits for ``gate`` before it writes, recording what it wrote."""
     gate, started, written = threading.Event(), [], []
-    real = runs.save_checkpoint
+    real = io.save_checkpoint
 
     def save(run_dir, state):
         started.append(state["round"])
@@ -29,7 +29,7 @@ def gated(monkeypatch):
         real(run_dir, state)
         written.append(state["round"])
 
-    monkeypatch.setattr(runs, "save_checkpoint", save)
+    monkeypatch.setattr(io, "save_checkpoint", save)
     return gate, started, written
 
 
@@ -53,7 +53,7 @@ def test_a_write_holds_the_state_of_when_it_was_asked_for(tmp_path, gated):
         weight.add_(5)  # the next step trains while round 1's checkpoint is still being written
         gate.set()
     assert written == [1]
-    assert runs.load_checkpoint(tmp_path)["model"]["w"].tolist() == [0.0, 0.0, 0.0]
+    assert io.load_checkpoint(tmp_path)["model"]["w"].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_at_most_one_write_is_in_flight(tmp_path, gated):
@@ -68,7 +68,7 @@ def test_at_most_one_write_is_in_flight(tmp_path, gated):
     second.join(timeout=60)
     writer.wait()
     assert written == [1, 2]
-    assert runs.load_checkpoint(tmp_path)["round"] == 2
+    assert io.load_checkpoint(tmp_path)["round"] == 2
     assert torch.load(tmp_path / "checkpoints" / "previous.pt")["round"] == 1
 
 
@@ -78,14 +78,14 @@ def test_an_interrupt_waits_for_the_write_in_flight(tmp_path, gated):
         writer.submit(tmp_path, {"round": 1})
         gate.set()
         raise Interrupted
-    assert written == [1] and runs.load_checkpoint(tmp_path)["round"] == 1
+    assert written == [1] and io.load_checkpoint(tmp_path)["round"] == 1
 
 
 def test_a_failed_write_is_raised_in_the_training_thread(tmp_path, monkeypatch):
     def full(run_dir, state):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runs, "save_checkpoint", full)
+    monkeypatch.setattr(io, "save_checkpoint", full)
     writer = Writer()
     writer.submit(tmp_path, {"round": 1})
     with pytest.raises(OSError, match="No space left"):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import assert_same_weights, smoke, weights
 
-from fedlib import runs
 from fedlib.errors import UserError
 from fedlib.experiment import setup
 from fedlib.federated import RoundFailed, sample_clients
+from fedlib.run import io
 from fedlib.runner import train as run
 from fedlib.train import Hardware, LocalSpec, evaluate, local_train
 
@@ -28,11 +28,11 @@ def test_fedavg_run_directory(data_dir, tmp_path):
     final = run(cfg, tmp_path / "r", progress=False)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["rounds"] == 2 and saved["mode"] == "fedavg"
-    history = runs.read_history(tmp_path / "r" / "history.csv")
+    history = io.read_history(tmp_path / "r" / "history.csv")
     assert [int(h["round"]) for h in history] == [1, 2]
     per_round = cfg.clients_per_round
     assert all(int(h["clients_used"]) == per_round for h in history)
-    clients = runs.read_history(tmp_path / "r" / "clients.csv")
+    clients = io.read_history(tmp_path / "r" / "clients.csv")
     assert [(int(c["round"]), int(c["client"])) for c in clients] == [
         (r + 1, c) for r in range(2) for c in sample_clients(cfg.clients, per_round, cfg.seed, r)
     ]
@@ -78,8 +78,8 @@ def test_resume_after_interruption_equals_uninterrupted(data_dir, tmp_path, monk
     assert not (tmp_path / "cut" / "final.json").exists()
     run(cfg, tmp_path / "cut", resume=True, progress=False)
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
-    h_full = runs.read_history(tmp_path / "full" / "history.csv")
-    h_cut = runs.read_history(tmp_path / "cut" / "history.csv")
+    h_full = io.read_history(tmp_path / "full" / "history.csv")
+    h_cut = io.read_history(tmp_path / "cut" / "history.csv")
     drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
     assert drop(h_full) == drop(h_cut)
 
@@ -123,7 +123,7 @@ def test_local_mode_trains_each_client(data_dir, tmp_path):
     assert len(final["per_client"]) == cfg.clients
     sizes = [m["train"]["n"] for m in final["per_client"]]
     assert sum(sizes) == cfg.synth_n_train
-    history = runs.read_history(tmp_path / "r" / "history.csv")
+    history = io.read_history(tmp_path / "r" / "history.csv")
     assert sorted({int(h["client"]) for h in history}) == list(range(cfg.clients))
     # Each hospital's own model is kept, not only the last one trained.
     models = [torch.load(tmp_path / "r" / "checkpoints" / f"client{c}.pt") for c in range(cfg.clients)]
@@ -168,7 +168,7 @@ def test_smoke_fedavg_beats_chance(data_dir, tmp_path):
     )
     run(cfg, tmp_path / "r", progress=False)
     # One round's accuracy swings by 0.1-0.2 at this size; the mean of the last four does not.
-    last = [float(r["test_accuracy"]) for r in runs.read_history(tmp_path / "r" / "history.csv")][-4:]
+    last = [float(r["test_accuracy"]) for r in io.read_history(tmp_path / "r" / "history.csv")][-4:]
     assert sum(last) / len(last) > 0.45
 
 

@@ -22,7 +22,9 @@ from fedlib.data.transforms import eval_batch
 from fedlib.errors import UserError
 from fedlib.models import MODEL_NAMES, build_model, cam_layer
 from fedlib.models.registry import cam_candidates, cam_grids, pick_cam_layer
-from fedlib.results import run_name
+from fedlib.report import describe, gradcam, localisation
+from fedlib.report.selection import pick_images, select_runs
+from fedlib.run.folder import run_name
 from fedlib.runner import train as run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_gradcam.ipynb"
@@ -47,7 +49,7 @@ def images():
 def test_maps_have_input_shape_and_unit_range(named_model, images):
     name, model = named_model
 
-    maps = explain.gradcam_maps(model, name, images)
+    maps = gradcam.gradcam_maps(model, name, images)
 
     assert maps.shape == (2, 64, 64)
     assert maps.dtype == np.float32
@@ -59,7 +61,7 @@ def test_native_maps_are_on_the_picked_grid_and_upsample_to_the_librarys_output(
     name, model = named_model
     layer, grid = pick_cam_layer(name, 64)
 
-    native = explain.native_maps(model, layer, images)
+    native = gradcam.native_maps(model, layer, images)
     library = GradCAMPlusPlus(model=model, target_layers=[model.get_submodule(layer)])
     try:
         expected = library(input_tensor=images, targets=None)
@@ -72,19 +74,19 @@ def test_native_maps_are_on_the_picked_grid_and_upsample_to_the_librarys_output(
     # The library divides by max + 1e-7; ours by max: the same maps up to that scale.
     peak = expected.max(axis=(1, 2), keepdims=True)
     assert (peak > 0).all()
-    np.testing.assert_allclose(explain.upsample(native, 64, 64), expected / peak, atol=1e-5)
-    np.testing.assert_allclose(explain.gradcam_maps(model, name, images), expected / peak, atol=1e-5)
+    np.testing.assert_allclose(gradcam.upsample(native, 64, 64), expected / peak, atol=1e-5)
+    np.testing.assert_allclose(gradcam.gradcam_maps(model, name, images), expected / peak, atol=1e-5)
     np.testing.assert_allclose(native.max(axis=(1, 2)), 1.0)
 
 
 def test_maps_are_deterministic_and_follow_targets(named_model, images):
     name, model = named_model
 
-    first = explain.gradcam_maps(model, name, images)
-    again = explain.gradcam_maps(model, name, images)
-    predicted = explain.predict_proba(model, images).argmax(1)
-    explicit = explain.gradcam_maps(model, name, images, targets=predicted)
-    one_by_one = explain.gradcam_maps(model, name, images, batch_size=1)
+    first = gradcam.gradcam_maps(model, name, images)
+    again = gradcam.gradcam_maps(model, name, images)
+    predicted = gradcam.predict_proba(model, images).argmax(1)
+    explicit = gradcam.gradcam_maps(model, name, images, targets=predicted)
+    one_by_one = gradcam.gradcam_maps(model, name, images, batch_size=1)
 
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first, explicit)
@@ -100,7 +102,7 @@ def test_model_state_is_left_as_found(named_model, images):
     flags = [p.requires_grad for p in model.parameters()]
     grads = [p.grad for p in model.parameters()]
 
-    explain.gradcam_maps(model, name, images)
+    gradcam.gradcam_maps(model, name, images)
 
     assert model.training
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -113,7 +115,7 @@ def test_overlay_is_uint8_image():
     image = np.full((8, 8, 3), 128, np.uint8)
     cam = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
 
-    out = explain.overlay(image, cam)
+    out = gradcam.overlay(image, cam)
 
     assert out.shape == (8, 8, 3) and out.dtype == np.uint8
 
@@ -161,7 +163,7 @@ def test_pool_mask_gives_each_cells_lesion_fraction():
     mask[2:4, 2:4] = True  # all of the bottom-right block
     mask[3, 1] = True  # 1 of the bottom-left block
 
-    np.testing.assert_array_equal(explain.pool_mask(mask, (2, 2)), [[0.75, 0.0], [0.25, 1.0]])
+    np.testing.assert_array_equal(localisation.pool_mask(mask, (2, 2)), [[0.75, 0.0], [0.25, 1.0]])
 
 
 def test_pool_mask_with_overlapping_cells():
@@ -169,21 +171,21 @@ def test_pool_mask_with_overlapping_cells():
     mask = np.zeros((5, 5), bool)
     mask[0, :] = True
 
-    np.testing.assert_allclose(explain.pool_mask(mask, (2, 2)), [[3 / 9, 3 / 9], [0.0, 0.0]])
+    np.testing.assert_allclose(localisation.pool_mask(mask, (2, 2)), [[3 / 9, 3 / 9], [0.0, 0.0]])
     centre = np.zeros((5, 5), bool)
     centre[2, 2] = True
-    np.testing.assert_allclose(explain.pool_mask(centre, (2, 2)), np.full((2, 2), 1 / 9))
+    np.testing.assert_allclose(localisation.pool_mask(centre, (2, 2)), np.full((2, 2), 1 / 9))
 
 
 def test_energy_share_and_pointing_on_a_hand_built_map():
     cam = np.array([[4, 0], [1, 5]], dtype=np.float32)  # sum 10
     coverage = np.array([[1.0, 0.5], [0.0, 0.25]])
 
-    assert explain.energy_share(cam, coverage) == pytest.approx((4 * 1.0 + 5 * 0.25) / 10)
-    assert explain.pointing_hit(cam, coverage) == 1.0  # the max (5) is on a cell a quarter lesion
-    assert explain.pointing_hit(np.array([[4, 6], [1, 5]]), np.array([[1.0, 0.0], [0.0, 0.0]])) == 0.0
-    assert explain.chance_energy_share(coverage) == pytest.approx(1.75 / 4)
-    assert explain.chance_hit(coverage) == pytest.approx(3 / 4)
+    assert localisation.energy_share(cam, coverage) == pytest.approx((4 * 1.0 + 5 * 0.25) / 10)
+    assert localisation.pointing_hit(cam, coverage) == 1.0  # the max (5) is on a cell a quarter lesion
+    assert localisation.pointing_hit(np.array([[4, 6], [1, 5]]), np.array([[1.0, 0.0], [0.0, 0.0]])) == 0.0
+    assert localisation.chance_energy_share(coverage) == pytest.approx(1.75 / 4)
+    assert localisation.chance_hit(coverage) == pytest.approx(3 / 4)
 
 
 def test_uniform_and_zero_maps_score_chance_and_count_as_ties():
@@ -191,7 +193,7 @@ def test_uniform_and_zero_maps_score_chance_and_count_as_ties():
     coverage[0, :3] = [1.0, 0.5, 0.5]  # 3 of 16 cells touch; mean 2 / 16
 
     for cam in (np.full((4, 4), 0.7), np.zeros((4, 4))):
-        scores = explain.score_map(cam, coverage)
+        scores = localisation.score_map(cam, coverage)
         assert scores == {
             "hit": pytest.approx(3 / 16),
             "chance_hit": pytest.approx(3 / 16),
@@ -207,22 +209,22 @@ def test_tied_maxima_score_the_share_of_them_on_the_lesion():
     coverage = np.zeros((4, 4))
     coverage[0, 0] = 0.1
 
-    scores = explain.score_map(cam, coverage)
+    scores = localisation.score_map(cam, coverage)
 
     assert scores["hit"] == pytest.approx(1 / 3)
     assert scores["tie"] is True
     near = np.array([[1.0, 1.0 - 1e-9], [0.0, 0.0]])  # within the relative tolerance
     apart = np.array([[1.0, 0.999], [0.0, 0.0]])
-    assert explain.score_map(near, np.array([[0.0, 1.0], [0, 0]]))["hit"] == 0.5
-    assert explain.score_map(apart, np.array([[0.0, 1.0], [0, 0]]))["tie"] is False
-    assert explain.score_map(apart, np.array([[0.0, 1.0], [0, 0]]))["hit"] == 0.0
+    assert localisation.score_map(near, np.array([[0.0, 1.0], [0, 0]]))["hit"] == 0.5
+    assert localisation.score_map(apart, np.array([[0.0, 1.0], [0, 0]]))["tie"] is False
+    assert localisation.score_map(apart, np.array([[0.0, 1.0], [0, 0]]))["hit"] == 0.0
 
 
 def test_scoring_refuses_a_mismatched_grid_or_negative_map():
     with pytest.raises(ValueError, match="differ in shape"):
-        explain.score_map(np.zeros((2, 2)), np.zeros((3, 3)))
+        localisation.score_map(np.zeros((2, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="non-negative"):
-        explain.energy_share(np.array([[1.0, -1.0]]), np.zeros((1, 2)))
+        localisation.energy_share(np.array([[1.0, -1.0]]), np.zeros((1, 2)))
 
 
 # ---------------------------------------------------------------- localisation, whole path
@@ -260,7 +262,7 @@ def test_whole_path_scores_a_map_on_the_lesion_as_a_hit_and_one_off_it_as_a_miss
     mask[32:64, 32:56] = True  # cells (2, 2) and (3, 2) whole, (2, 3) and (3, 3) half
     images = np.stack([_bright_cell(3, 2), _bright_cell(2, 3), _bright_cell(6, 6), np.zeros((64, 64, 3), np.uint8)])
 
-    scores = explain.localisation_scores(Spotlight(), "features", images, [1, 1, 1, 1], [mask] * 4, image_size=64)
+    scores = localisation.localisation_scores(Spotlight(), "features", images, [1, 1, 1, 1], [mask] * 4, image_size=64)
 
     assert list(scores["rows"]) == [8] * 4 and list(scores["cols"]) == [8] * 4
     assert list(scores["hit"]) == [1.0, 1.0, 0.0, pytest.approx(4 / 64)]  # last: an all-zero map
@@ -281,20 +283,20 @@ def test_pick_images_is_seeded_and_one_per_class():
     labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
     records = _records(labels)
 
-    picked = explain.pick_images(records, labels, seed=3)
-    again = explain.pick_images(records, labels, seed=3)
-    others = {tuple(explain.pick_images(records, labels, seed=s)) for s in range(10)}
+    picked = pick_images(records, labels, seed=3)
+    again = pick_images(records, labels, seed=3)
+    others = {tuple(pick_images(records, labels, seed=s)) for s in range(10)}
 
     assert picked == again
     assert [int(labels[i]) for i in picked] == [0, 1, 2]
     assert len(others) > 1
-    assert explain.pick_images(records, labels, 0, filenames=["img4.png", "img0.png"]) == [4, 0]
+    assert pick_images(records, labels, 0, filenames=["img4.png", "img0.png"]) == [4, 0]
 
 
 def test_pick_images_rejects_an_unknown_file_name():
     labels = np.array([0, 1])
     with pytest.raises(UserError, match="nope.png"):
-        explain.pick_images(_records(labels), labels, 0, filenames=["img0.png", "nope.png"])
+        pick_images(_records(labels), labels, 0, filenames=["img0.png", "nope.png"])
 
 
 def test_explain_run_on_a_missing_dir_says_train_it(tmp_path):
@@ -304,7 +306,7 @@ def test_explain_run_on_a_missing_dir_says_train_it(tmp_path):
 
 def test_figure_stems_follow_the_class_order():
     classes = ("pneumonia", "normal", "COVID-19")
-    assert [explain.figure_stem(i, classes) for i in range(3)] == [
+    assert [gradcam.figure_stem(i, classes) for i in range(3)] == [
         "fig6_gradcam_pneumonia",
         "fig7_gradcam_normal",
         "fig8_gradcam_covid19",
@@ -339,8 +341,8 @@ def test_select_runs_orders_by_model_mode_seed_and_names_what_is_missing(tmp_pat
             _fake_run(tmp_path, "resnet18", mode, seed)
     _fake_run(tmp_path, "mobilenet_v2", "fedavg", 1)
 
-    first = explain.select_runs(tmp_path, ["resnet18", "mobilenet_v2"])
-    both = explain.select_runs(tmp_path, ["resnet18", "mobilenet_v2"], seeds=[2, 1])
+    first = select_runs(tmp_path, ["resnet18", "mobilenet_v2"])
+    both = select_runs(tmp_path, ["resnet18", "mobilenet_v2"], seeds=[2, 1])
 
     assert first.seeds == [1] and first.first_seed == 1
     assert [(r.model, r.mode, r.seed) for r in first.runs] == [
@@ -363,24 +365,24 @@ def test_select_runs_orders_by_model_mode_seed_and_names_what_is_missing(tmp_pat
     assert set(both.figure_runs) == {("resnet18", "fedavg"), ("resnet18", "central")}
     assert {r.seed for r in both.figure_runs.values()} == {2}
     assert both.synthetic
-    assert explain.describe_runs(both.runs) == "SYNTHETIC chest X-rays, profile smoke, 64 px input"
+    assert describe.describe_runs(both.runs, compact=True) == "SYNTHETIC chest X-rays, profile smoke, 64 px input"
 
 
 def test_select_runs_prefers_the_canonical_folder_and_refuses_mixed_profiles(tmp_path):
     _fake_run(tmp_path, "resnet18", "fedavg", 0, folder="resnet18-fedavg")  # an older layout
     canonical = _fake_run(tmp_path, "resnet18", "fedavg", 0)
 
-    picked = explain.select_runs(tmp_path, ["resnet18"], modes=["fedavg"])
+    picked = select_runs(tmp_path, ["resnet18"], modes=["fedavg"])
 
     assert [r.path for r in picked.runs] == [canonical]
     assert any("resnet18-fedavg holds the same run" in n for n in picked.notes)
     _fake_run(tmp_path, "resnet18", "central", 0, profile="quick")
     with pytest.raises(UserError, match="differ in profile"):
-        explain.select_runs(tmp_path, ["resnet18"])
+        select_runs(tmp_path, ["resnet18"])
 
 
 def test_select_runs_on_an_empty_folder_says_so(tmp_path):
-    picked = explain.select_runs(tmp_path / "none", ["resnet18"])
+    picked = select_runs(tmp_path / "none", ["resnet18"])
 
     assert picked.runs == [] and picked.seeds == [] and picked.figure_runs == {}
     assert not picked.synthetic
@@ -406,7 +408,7 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
     """The notebook's function, with only the CAM replaced by one-cell maps at the
     most (inside) or least (outside) lesion-covered cell: loading, masks,
     pooling and scoring are the library's."""
-    selection = explain.select_runs(smoke_runs / "runs", ["resnet18", "mobilenet_v2"], [0])
+    selection = select_runs(smoke_runs / "runs", ["resnet18", "mobilenet_v2"], [0])
     cfg = selection.runs[0].train_config
     data = load_dataset(cfg, progress=False)
     lesion = [
@@ -415,7 +417,9 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
         if data.classes[r.label] != "normal" and load_mask(data.root, "test", r.filename).any()
     ]
     views = eval_batch(torch.from_numpy(np.ascontiguousarray(data.test_images[lesion])), 64)
-    cover = [explain.pool_mask(load_mask(data.root, "test", data.test_records[i].filename), (8, 8)) for i in lesion]
+    cover = [
+        localisation.pool_mask(load_mask(data.root, "test", data.test_records[i].filename), (8, 8)) for i in lesion
+    ]
     peaks = [np.unravel_index(np.argmax(c) if inside else np.argmin(c), c.shape) for c in cover]
 
     def one_cell_maps(model, layer, x, targets=None, batch_size=None):
@@ -425,10 +429,10 @@ def test_localisation_table_scores_a_peak_on_the_lesion_as_hits(smoke_runs, monk
             out[(k, *peaks[j])] = 1.0
         return out
 
-    monkeypatch.setattr(explain, "native_maps", one_cell_maps)
-    table = explain.localisation_table(selection.runs)
+    monkeypatch.setattr(localisation, "native_maps", one_cell_maps)
+    table = localisation.localisation_table(selection.runs)
 
-    assert list(table.columns) == explain.TABLE_COLUMNS
+    assert list(table.columns) == localisation.TABLE_COLUMNS
     assert list(table["grid"]) == ["8x8"] * 4
     assert list(table["layer"]) == ["layer2.1", "layer2.1", "features.7.conv.0", "features.7.conv.0"]
     assert (table["images"] == len(lesion)).all() and len(lesion) > 0
@@ -447,9 +451,9 @@ def test_explain_run_writes_a_png(smoke_runs, tmp_path):
 
 
 def test_paper_figure_titles_say_data_profile_size_and_block(smoke_runs, tmp_path):
-    selection = explain.select_runs(smoke_runs / "runs", ["resnet18"], [0])
+    selection = select_runs(smoke_runs / "runs", ["resnet18"], [0])
 
-    figures = explain.paper_figures(selection.figure_runs, ["resnet18"], tmp_path, seed=0)
+    figures = gradcam.paper_figures(selection.figure_runs, ["resnet18"], seed=0)
 
     assert sorted(figures) == ["fig6_gradcam_pneumonia", "fig7_gradcam_normal", "fig8_gradcam_covid19"]
     fig = figures["fig8_gradcam_covid19"]
@@ -480,7 +484,7 @@ def test_notebook_writes_figures_and_table(smoke_runs):
         for suffix in (".png", ".pdf"):
             assert (figures / f"{stem}{suffix}").stat().st_size > 0
     table = pd.read_csv(figures / "table_gradcam_localisation.csv")
-    assert list(table.columns) == explain.TABLE_COLUMNS
+    assert list(table.columns) == localisation.TABLE_COLUMNS
     assert list(zip(table["model"], table["mode"], table["seed"], strict=True)) == [
         ("resnet18", "fedavg", 0),
         ("resnet18", "central", 0),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import assert_same_weights, history_without_time, smoke, weights
 
-from fedlib import config, runs
+from fedlib import config
 from fedlib.client import InjectedFault, Update
 from fedlib.deploy import LocalFederation
 from fedlib.deploy.local import tagged
@@ -21,6 +21,7 @@ from fedlib.flower.apps import failure_reason
 from fedlib.flower.messages import read_train_request, read_update, train_request, update_reply
 from fedlib.flower.site import load_site
 from fedlib.launch import run
+from fedlib.run import io
 
 pytest.importorskip("ray")  # flwr[simulation]
 
@@ -104,7 +105,7 @@ def test_simulation_equals_inprocess(data_dir, tmp_path):
     _, alive = psutil.wait_procs(started, timeout=15)
     assert [p.pid for p in alive] == []  # Ray is shut down
     assert_same_run(tmp_path / "inprocess", tmp_path / "sim")
-    assert runs.read_json(tmp_path / "sim" / "config.json")["engine"] == "flower-sim"
+    assert io.read_json(tmp_path / "sim" / "config.json")["engine"] == "flower-sim"
     assert final["test"]["n"] == cfg.synth_n_test
 
 
@@ -143,8 +144,8 @@ def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path)
     assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
     assert_same_run(tmp_path / "median-inprocess", tmp_path / "median-flower")
     np.testing.assert_equal(
-        runs.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
-        runs.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"],
+        io.read_json(tmp_path / "flower-run" / "final.json")["client_sizes"],
+        io.read_json(tmp_path / "inprocess" / "final.json")["client_sizes"],
     )
 
 
@@ -166,7 +167,7 @@ def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp
     assert tagged(fed.tag) == []
     shown = capsys.readouterr().err  # the ServerApp's log, and the run's status after its round
     assert apps.STARTED_MARK in shown and "fedlib: fedavg resnet18: round 1/1, train loss" in shown
-    answers = runs.read_history(tmp_path / "r" / "clients.csv")
+    answers = io.read_history(tmp_path / "r" / "clients.csv")
     sizes = [
         len(load_site(json.dumps(config.to_dict(cfg)), json.dumps({"partition-id": 0, "data-dir": str(h)}))[1])
         for h in hospitals
@@ -226,7 +227,7 @@ def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp
     cfg = smoke(data_dir, rounds=1, fraction=1.0)  # one round from the same start: compare the aggregates
     run(cfg, tmp_path / "plain", progress=False)
     run_flower(config.replace(cfg, engine="flower-sim", secagg=True), tmp_path / "secagg", progress=False)
-    sizes = runs.read_json(tmp_path / "plain" / "final.json")["client_sizes"]
+    sizes = io.read_json(tmp_path / "plain" / "final.json")["client_sizes"]
     bound = quantisation_bound(len(sizes), sizes)
     plain, masked = weights(tmp_path / "plain"), weights(tmp_path / "secagg")
     worst = 0.0
@@ -236,9 +237,9 @@ def test_secure_aggregation_matches_fedavg_within_its_quantisation(data_dir, tmp
         else:
             assert torch.equal(value, masked[key]), key  # BatchNorm counters come back exact
     assert 0 < worst <= 1.05 * bound  # quantised (not a plain average in disguise), within the bound
-    (row,) = runs.read_history(tmp_path / "secagg" / "history.csv")
+    (row,) = io.read_history(tmp_path / "secagg" / "history.csv")
     assert row["clients_used"] == "3" and row["clients_dropped"] == "0"
-    answers = runs.read_history(tmp_path / "secagg" / "clients.csv")
+    answers = io.read_history(tmp_path / "secagg" / "clients.csv")
     assert [(a["client"], a["status"], a["reason"]) for a in answers] == [
         (str(c), "used", "secure aggregate") for c in range(3)
     ]
@@ -269,7 +270,7 @@ def test_a_supernode_killed_mid_run_is_dropped_and_one_that_comes_back_is_used_a
 
     def rows_written(n):
         started = time.monotonic()
-        while len(runs.read_history(out / "history.csv")) < n:
+        while len(io.read_history(out / "history.csv")) < n:
             assert worker.is_alive() and time.monotonic() - started < DEADLINE, outcome
             time.sleep(0.2)
 
@@ -293,23 +294,23 @@ def test_a_supernode_killed_mid_run_is_dropped_and_one_that_comes_back_is_used_a
         while "SuperNode ID" not in log.read_text():  # activated with the SuperLink again
             assert time.monotonic() - started < DEADLINE and fed.procs["supernode-2-back"].poll() is None
             time.sleep(0.2)
-        back = len(runs.read_history(out / "history.csv")) + 2  # the first round that starts after that
+        back = len(io.read_history(out / "history.csv")) + 2  # the first round that starts after that
         worker.join(DEADLINE)
         assert not worker.is_alive(), "the run hung after a site died"
     assert tagged(fed.tag) == []
     assert "error" not in outcome, outcome.get("error")
-    used = [row["clients_used"] for row in runs.read_history(out / "history.csv")]
+    used = [row["clients_used"] for row in io.read_history(out / "history.csv")]
     assert back <= 5, f"the SuperNode came back too late to be tested ({used})"
     assert used[:2] == ["3", "2"] and set(used[back - 1 :]) == {"3"}, (used, back)
     # The last attempt of each round (on a loaded machine a first attempt can time out and be retried).
-    answers = runs.read_history(out / "clients.csv")
+    answers = io.read_history(out / "clients.csv")
     last = {a["round"]: a["attempt"] for a in answers}
     final = [a for a in answers if a["attempt"] == last[a["round"]]]
     assert [(a["round"], a["client"], a["status"]) for a in final if int(a["round"]) in (1, 2, back)] == [
         (str(r), str(c), "dropped" if (r, c) == (2, 2) else "used") for r in (1, 2, back) for c in range(3)
     ]
     assert "Node Unavailable" in final[5]["reason"] or final[5]["reason"].startswith("timeout")
-    assert runs.load_checkpoint(out)["strategy"]["strategy"] == "fedadam"  # the server optimizer's state is kept
+    assert io.load_checkpoint(out)["strategy"]["strategy"] == "fedadam"  # the server optimizer's state is kept
 
 
 def test_behind_the_readmes_fleet_gateway_hospitals_train_but_cannot_use_the_control_api(data_dir, tmp_path):

@@ -20,10 +20,11 @@ import pytest
 from conftest import write_covidx
 from PIL import Image
 
-from fedlib import config, reproduce, results, runs
+from fedlib import config, reproduce, results
 from fedlib.data.covidx import CLASSES, Layout
 from fedlib.data.identity import fingerprint
 from fedlib.errors import UserError
+from fedlib.run import io
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 MODELS = ["resnet18", "mobilenet_v2"]
@@ -119,7 +120,7 @@ def test_every_notebook_is_kept_executed(reproduction):
     for name in names:
         run = root / result["runs_dir"] / name
         assert (run / "final.json").is_file()
-        assert runs.read_json(run / "config.json")["data_fingerprint"] == result["data_set"].fingerprint
+        assert io.read_json(run / "config.json")["data_fingerprint"] == result["data_set"].fingerprint
 
 
 def test_00_data_names_the_data_set(reproduction):

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import assert_same_weights, history_without_time, smoke, weights
 
-from fedlib import runs
 from fedlib.errors import UserError
 from fedlib.experiment import setup
 from fedlib.federated import InProcessClients, cpu_state
+from fedlib.run import io
 from fedlib.runner import train as run
 
 
@@ -47,12 +47,12 @@ def test_parallel_clients_give_the_sequential_run_bit_for_bit(data_dir, tmp_path
 
     assert_same_weights(weights(sequential), weights(parallel))
     assert history_without_time(sequential) == history_without_time(parallel)
-    assert runs.read_history(sequential / "clients.csv") == runs.read_history(parallel / "clients.csv")
-    one, three = runs.load_checkpoint(sequential), runs.load_checkpoint(parallel)
+    assert io.read_history(sequential / "clients.csv") == io.read_history(parallel / "clients.csv")
+    one, three = io.load_checkpoint(sequential), io.load_checkpoint(parallel)
     for c, state in one.get("client_optimizers", {}).items():  # Adam's moments came back from the workers
         assert_same_weights(state["state"][0], three["client_optimizers"][c]["state"][0])
     assert set(one.get("local_states", {})) == set(three.get("local_states", {}))
-    assert runs.read_json(parallel / "config.json")["parallel_clients"] == 3
+    assert io.read_json(parallel / "config.json")["parallel_clients"] == 3
 
 
 def test_updates_come_back_in_client_order_with_at_most_n_in_flight(data_dir, tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import assert_same_weights, smoke, weights
 
-from fedlib import client, privacy, runs
+from fedlib import client, privacy
 from fedlib.client import Update
+from fedlib.run import io
 from fedlib.runner import train as run
 
 
@@ -67,8 +68,8 @@ def test_spent_epsilon_is_recorded_per_client_per_round(data_dir, tmp_path):
     final = run(cfg, tmp_path / "r", progress=False)
     steps: dict[int, int] = {}
     spent: dict[int, float] = {}
-    answers = runs.read_history(tmp_path / "r" / "clients.csv")
-    for row in runs.read_history(tmp_path / "r" / "history.csv"):
+    answers = io.read_history(tmp_path / "r" / "clients.csv")
+    for row in io.read_history(tmp_path / "r" / "history.csv"):
         recorded = {int(a["client"]): float(a["epsilon"]) for a in answers if a["round"] == row["round"]}
         assert len(recorded) == int(row["clients_used"])
         assert float(row["epsilon_max"]) == pytest.approx(max({**spent, **recorded}.values()), rel=1e-6)

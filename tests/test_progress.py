@@ -9,8 +9,9 @@ import re
 import papermill
 from conftest import smoke
 
-from fedlib import reproduce, runs
+from fedlib import reproduce
 from fedlib.loop import clock, progress_line
+from fedlib.run import folder, io
 from fedlib.runner import train as run
 
 LINE = re.compile(
@@ -31,12 +32,12 @@ def test_the_status_line_says_where_the_run_is_and_how_long_it_has_left():
 def test_reproduce_shows_the_lines_of_a_run_as_it_trains(data_dir, tmp_path):
     shown = []
     out = tmp_path / "r"
-    with runs.watch_progress(out, show=shown.append, interval=0.01):
+    with folder.watch_progress(out, show=shown.append, interval=0.01):
         run(smoke(data_dir, rounds=2), out, progress=False)
     assert shown, "no line was shown"
     assert all(LINE.match(line) for line in shown), shown
     assert len(set(shown)) == len(shown)  # each line once
-    last = runs.read_history(out / "history.csv")[-1]
+    last = io.read_history(out / "history.csv")[-1]
     assert shown[-1] == (out / "progress").read_text().strip()
     assert shown[-1].startswith(f"fedavg resnet18: round 2/2, train loss {float(last['train_loss']):.3f}, ")
     assert f"test accuracy {float(last['test_accuracy']):.3f}" in shown[-1]
@@ -44,13 +45,13 @@ def test_reproduce_shows_the_lines_of_a_run_as_it_trains(data_dir, tmp_path):
 
 def test_a_line_from_before_is_not_shown_and_a_replacement_is_followed(tmp_path):
     run_dir = tmp_path / "r"
-    in_place, replacing = runs.progress_files(run_dir)
-    runs.atomic_write_text(in_place, "the earlier run: round 12/12\n")
+    in_place, replacing = folder.progress_files(run_dir)
+    io.atomic_write_text(in_place, "the earlier run: round 12/12\n")
     shown = []
-    with runs.watch_progress(run_dir, show=shown.append, interval=3600):  # looks once, at the end
-        runs.atomic_write_text(replacing, "the new run: round 1/12\n")  # --overwrite trains beside it
+    with folder.watch_progress(run_dir, show=shown.append, interval=3600):  # looks once, at the end
+        io.atomic_write_text(replacing, "the new run: round 1/12\n")  # --overwrite trains beside it
     assert shown == ["the new run: round 1/12"]
-    with runs.watch_progress(run_dir, show=shown.append, interval=3600):
+    with folder.watch_progress(run_dir, show=shown.append, interval=3600):
         pass
     assert shown == ["the new run: round 1/12"]  # nothing new
 
@@ -59,8 +60,8 @@ def test_execute_shows_the_training_notebooks_status_lines(tmp_path, monkeypatch
     run_dir = tmp_path / "runs" / "resnet18-fedavg-seed0"
 
     def kernel(notebook, output, **kwargs):  # papermill's kernel trains the run and writes the report
-        runs.atomic_write_text(run_dir / "progress", "fedavg resnet18: round 1/1, train loss 1.000\n")
-        runs.atomic_write_text(output, "{}")
+        io.atomic_write_text(run_dir / "progress", "fedavg resnet18: round 1/1, train loss 1.000\n")
+        io.atomic_write_text(output, "{}")
 
     monkeypatch.setattr(papermill, "execute_notebook", kernel)
     report = tmp_path / "reports" / "01_train.ipynb"

@@ -11,8 +11,9 @@ import torch
 from conftest import assert_same_weights, smoke, weights
 from torch import nn
 
-from fedlib import config, runs
+from fedlib import config
 from fedlib.client import ExtendedUpdate, Update
+from fedlib.run import io
 from fedlib.runner import train as run
 from fedlib.strategy import NAMES, build, check
 from fedlib.strategy.scaffold import ControlVariates
@@ -153,7 +154,7 @@ def scaffold(data_dir, **overrides):
 def test_inprocess_run_keeps_each_clients_control_variate_and_parallel_clients_agree(data_dir, tmp_path):
     cfg = scaffold(data_dir)
     run(cfg, tmp_path / "seq", progress=False)
-    checkpoint = runs.load_checkpoint(tmp_path / "seq")
+    checkpoint = io.load_checkpoint(tmp_path / "seq")
     params = set(checkpoint["strategy"]["control"])
     assert params and params < set(checkpoint["model"])  # trainable parameters only, not the buffers
     assert set(checkpoint["local_states"]) == set(range(cfg.clients))
@@ -173,6 +174,6 @@ def test_flower_simulation_equals_inprocess(data_dir, tmp_path):
     run(cfg, tmp_path / "inprocess", progress=False)
     run_flower(config.replace(cfg, engine="flower-sim"), tmp_path / "sim", progress=False)
     assert_same_weights(weights(tmp_path / "inprocess"), weights(tmp_path / "sim"))
-    a, b = runs.load_checkpoint(tmp_path / "inprocess"), runs.load_checkpoint(tmp_path / "sim")
+    a, b = io.load_checkpoint(tmp_path / "inprocess"), io.load_checkpoint(tmp_path / "sim")
     for c, own in a["local_states"].items():
         assert all(torch.equal(v, b["local_states"][c][k]) for k, v in own.items())

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import assert_same_weights, history_without_time, smoke, weights
 
-from fedlib import config, runs
+from fedlib import config
 from fedlib.errors import UserError
+from fedlib.run import io
 from fedlib.runner import train as run
 from fedlib.strategy import NAMES
 from fedlib.train import local_train
@@ -50,9 +51,9 @@ def test_every_strategy_trains_and_resumes_exactly(data_dir, tmp_path, monkeypat
     run(cfg, tmp_path / "cut", resume=True, progress=False)
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cut"))
     assert history_without_time(tmp_path / "full") == history_without_time(tmp_path / "cut")
-    assert runs.read_history(tmp_path / "full" / "clients.csv") == runs.read_history(tmp_path / "cut" / "clients.csv")
-    final = runs.read_json(tmp_path / "full" / "final.json")
-    assert final["strategy"] == name and runs.read_json(tmp_path / "full" / "config.json")["strategy"] == name
+    assert io.read_history(tmp_path / "full" / "clients.csv") == io.read_history(tmp_path / "cut" / "clients.csv")
+    final = io.read_json(tmp_path / "full" / "final.json")
+    assert final["strategy"] == name and io.read_json(tmp_path / "full" / "config.json")["strategy"] == name
     differs = any(not torch.equal(v, fedavg_weights[k]) for k, v in weights(tmp_path / "full").items())
     assert differs == (name != "fedavg")
 
@@ -64,13 +65,13 @@ def test_fedprox_with_mu_zero_is_fedavg_bit_for_bit(data_dir, tmp_path, fedavg_w
 
 def test_fedbn_keeps_each_hospitals_norm_layers_and_evaluates_with_them(data_dir, tmp_path):
     run(five_sites(data_dir, strategy="fedbn"), tmp_path / "r", progress=False)
-    checkpoint = runs.load_checkpoint(tmp_path / "r")
+    checkpoint = io.load_checkpoint(tmp_path / "r")
     local = checkpoint["local_states"]
     assert sorted(local) == [0, 1, 2, 3, 4]
     key = next(k for k in local[0] if k.endswith("running_mean"))
     assert not torch.equal(local[0][key], local[1][key])  # each hospital its own statistics
     assert all(k not in local[0] for k in checkpoint["model"] if k.endswith("conv1.weight"))
-    final = runs.read_json(tmp_path / "r" / "final.json")
+    final = io.read_json(tmp_path / "r" / "final.json")
     assert len(final["per_client"]) == 5
     mean = sum(c["test"]["accuracy"] for c in final["per_client"]) / 5
     assert final["test"]["accuracy"] == pytest.approx(mean)

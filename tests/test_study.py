@@ -1,5 +1,5 @@
-"""The non-IID study (fedlib.study, notebook 05_non_iid): its grid, the per-hospital accuracy
-it reports, and the notebook executed headless on a smoke-sized grid."""
+"""The non-IID study (fedlib.study, fedlib.report.non_iid, notebook 05_non_iid): its grid, the
+per-hospital accuracy it reports, and the notebook executed headless on a smoke-sized grid."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from fedlib import reproduce, study
+from fedlib.report import non_iid
 
 
 def test_the_grid_trains_pooled_once_per_seed_and_every_other_cell():
@@ -37,12 +38,12 @@ def test_hospital_accuracy_is_on_its_own_patients():
         "test_by_source": {"a": [[4, 0, 0], [0, 4, 0], [0, 0, 0]], "b": [[0, 0, 0], [0, 3, 1], [0, 2, 2]]},
     }
     # Label skew: the test set reweighted to each hospital's class mix.
-    assert study.hospital_accuracies(final, "dirichlet") == pytest.approx([1.0, 0.5])
+    assert non_iid.hospital_accuracies(final, "dirichlet") == pytest.approx([1.0, 0.5])
     # By source: the test images of the hospital's own source.
-    assert study.hospital_accuracies(final, "by_source") == pytest.approx([1.0, 5 / 8])
+    assert non_iid.hospital_accuracies(final, "by_source") == pytest.approx([1.0, 5 / 8])
     # Local-only / FedBN: each hospital with its own model.
     per_client = [{"test": {"confusion": [[0, 10, 0], [0, 10, 0], [0, 10, 0]]}}, {"test": {"confusion": confusion}}]
-    assert study.hospital_accuracies({**final, "per_client": per_client}, "iid") == pytest.approx([0.5, 0.5])
+    assert non_iid.hospital_accuracies({**final, "per_client": per_client}, "iid") == pytest.approx([0.5, 0.5])
 
 
 def test_the_notebook_runs_the_grid_and_writes_its_figures_and_tables(data_dir, tmp_path):

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import tomli_w
 
-from .. import config, runs
+from .. import config
 from ..config import TrainConfig
 from ..errors import UserError
 from ..experiment import setup
+from ..run import folder, io
 from .connection import CONNECTION, flower_env, plain, write_connection
 
 START_TIMEOUT = 180.0  # seconds from `flwr run` until the ServerApp must have said it started
@@ -65,7 +66,7 @@ def run_flower(
             "--engine inprocess."
         )
     out = Path(out).resolve()
-    runs.check_target(out, resume=resume, overwrite=overwrite)
+    folder.check_target(out, resume=resume, overwrite=overwrite)
     cfg = config.absolute_paths(cfg)
     if cfg.engine == "flower-sim":
         simulate(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
@@ -85,14 +86,14 @@ def run_flower(
             progress=progress,
             timeout=timeout,
         )
-    return runs.read_json(out / "final.json")
+    return io.read_json(out / "final.json")
 
 
 def num_sites(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> int:
     """How many clients the run has (by_source: one per source). Loading the data
     here also writes the synthetic set before any site process looks for it."""
     if resume and (out / "config.json").exists():
-        cfg = TrainConfig(**runs.read_json(out / "config.json"))
+        cfg = TrainConfig(**io.read_json(out / "config.json"))
     return len(setup(cfg, out, progress).parts)
 
 
@@ -175,7 +176,7 @@ def submit(
         ]
         # The ServerApp writes the run folder; on the coordinator (where it lives) its status
         # line after each round is shown here, between Flower's log lines.
-        watching = runs.watch_progress(out, _show) if progress else contextlib.nullcontext()
+        watching = folder.watch_progress(out, _show) if progress else contextlib.nullcontext()
         with watching:
             code, tail, stopped = _follow(command, flower_env(home), progress, timeout)
     errors = [line.split(ERROR_MARK, 1)[1].strip() for line in tail if ERROR_MARK in line]
