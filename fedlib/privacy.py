@@ -9,7 +9,7 @@ instead of BatchNorm then (``build_model(norm="group")``).
 Accounting uses Opacus' RDP accountant with sampling rate q = B / n for each of
 a client's steps, composed over every local update it has made so far. That is
 the usual approximation for shuffled fixed-size batches: the accountant's
-analysis assumes Poisson sampling (see README, deviations).
+analysis assumes Poisson sampling (docs/protocol.md, deviations).
 
 With ``dp_target_epsilon`` each client picks the smallest noise for which taking
 part in all R rounds spends at most the target.

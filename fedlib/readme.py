@@ -1,6 +1,6 @@
-"""Keep the README's result tables equal to the tables the notebooks wrote.
+"""Keep the result tables of README.md and docs/*.md equal to the tables the notebooks wrote.
 
-A table in README.md is framed by ``<!-- table: figures/<name>.md -->`` and
+A table in README.md or a page of docs/ is framed by ``<!-- table: figures/<name>.md -->`` and
 ``<!-- end table -->``; ``python -m fedlib.readme`` copies each named file in
 between (run it after ``make reproduce``), and ``tests/test_readme.py`` fails
 when a table in the README differs from its file, so no number is typed in.
@@ -37,7 +37,7 @@ def sync(readme: Path, root: Path) -> int:
     missing = [path for path, _ in blocks(text) if not (root / path).is_file()]
     if missing:
         raise UserError(
-            f"README.md frames {', '.join(missing)}, which do(es) not exist; run the command the "
+            f"{readme.name} frames {', '.join(missing)}, which do(es) not exist; run the command the "
             "README names for each (make reproduce, ...) first."
         )
 
@@ -56,7 +56,8 @@ def sync(readme: Path, root: Path) -> int:
 if __name__ == "__main__":
     repo = Path(__file__).resolve().parent.parent
     try:
-        print(f"{sync(repo / 'README.md', repo)} table(s) updated in README.md")
+        for page in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+            print(f"{sync(page, repo)} table(s) updated in {page.relative_to(repo)}")
     except UserError as exc:
         print(f"fedlib: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -250,6 +250,5 @@ def test_debug_shows_the_traceback_of_a_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith(
         f"fedlib: error: data root {tmp_path / 'none'} does not "
-        "exist; pass a COVIDx folder to --data (see README, "
-        "'Reproducing the paper on COVIDx') or --data synthetic."
+        "exist; pass a COVIDx folder to --data (see docs/covidx.md) or --data synthetic."
     )

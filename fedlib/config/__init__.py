@@ -3,7 +3,7 @@
 A run is fully described by one ``TrainConfig``: ``config.json`` in the run
 directory holds it resolved, so ``fedlib train --config runs/X/config.json``
 repeats the run. Profiles are named sets of overrides: ``paper`` is the
-paper's protocol (its Table 1 as the authors' code runs it, README), ``quick`` the same code at CPU size,
+paper's protocol (its Table 1 as the authors' code runs it, docs/protocol.md), ``quick`` the same code at CPU size,
 ``smoke`` seconds for tests. Precedence: defaults < profile < config file < CLI.
 
 The parts: ``fields`` (TrainConfig, each field with its section, help, flag and whether

@@ -23,7 +23,7 @@ def from_dict(values: dict, source: str = "config") -> dict:
     if unknown:
         raise UserError(
             f"{source} has unknown key(s) {', '.join(unknown)}; valid keys are the fields of "
-            "fedlib.config.TrainConfig (see README)."
+            "fedlib.config.TrainConfig (fedlib train --help lists them)."
         )
     return dict(values)
 

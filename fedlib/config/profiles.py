@@ -1,6 +1,6 @@
 """Profiles: named sets of overrides of ``TrainConfig``'s defaults, each value with its reason.
 
-``paper`` is the paper's protocol (its Table 1 as the authors' code runs it, README),
+``paper`` is the paper's protocol (its Table 1 as the authors' code runs it, docs/protocol.md),
 ``quick`` the same code at CPU size, ``smoke`` seconds for tests.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from .fields import TrainConfig
 
 PROFILES: dict[str, dict] = {
-    # The paper's Table 1 as the authors' code runs it (README); meant for COVIDx on a GPU.
+    # The paper's Table 1 as the authors' code runs it (docs/protocol.md); meant for COVIDx on a GPU.
     "paper": dict(
         # Its two clients a round train at once: the same updates as one after another (bit for
         # bit on a CPU at equal threads), 1.21x as fast on the 2-core CPU (BENCHMARKS.md); on a

@@ -65,7 +65,7 @@ def ensure_data_root(cfg, progress: bool = True) -> Path:
         if not root.is_dir():
             raise UserError(
                 f"data root {root} does not exist; pass a COVIDx folder to --data "
-                "(see README, 'Reproducing the paper on COVIDx') or --data synthetic."
+                "(see docs/covidx.md) or --data synthetic."
             )
         return root
     root = synthetic_root(cfg)
