@@ -20,11 +20,11 @@ import pytest
 from conftest import write_covidx
 from PIL import Image
 
-from fedlib import config, reproduce, results
+from fedlib import config, reproduce
 from fedlib.data.covidx import CLASSES, Layout
 from fedlib.data.identity import fingerprint
 from fedlib.errors import UserError
-from fedlib.run import io
+from fedlib.run import io, results
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 MODELS = ["resnet18", "mobilenet_v2"]
