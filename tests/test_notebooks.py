@@ -20,11 +20,11 @@ import pytest
 from conftest import write_covidx
 from PIL import Image
 
-from fedlib import config, reproduce, results
+from fedlib import config, reproduce
 from fedlib.data.covidx import CLASSES, Layout
 from fedlib.data.identity import fingerprint
 from fedlib.errors import UserError
-from fedlib.run import io
+from fedlib.run import io, results
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 MODELS = ["resnet18", "mobilenet_v2"]
@@ -284,3 +284,25 @@ def test_a_bogus_model_fails_before_any_notebook_runs(tmp_path):
     with pytest.raises(UserError, match="bogus"):
         reproduce.reproduce(**smoke_args(tmp_path, models=["bogus"], reports_dir=str(tmp_path / "reports")))
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("notebook", ["02_loss_curves", "03_accuracy", "04_gradcam"])
+def test_an_analysis_notebook_that_finds_no_runs_fails_naming_runs_dir_and_writes_nothing(notebook, tmp_path):
+    """Issue 26: a mistyped runs_dir replaced every earlier figure and table with empty ones (exit 0)."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "table2_fl_accuracy.md").write_text("an earlier table\n")
+    typo = tmp_path / "runs" / "quikc"
+
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{notebook}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"runs_dir": str(typo), "figures_dir": str(figures), "models": MODELS},
+            kernel_name=reproduce.KERNEL,
+            progress_bar=False,
+        )
+
+    assert caught.value.ename == "UserError" and f"runs_dir {typo} does not exist" in caught.value.evalue
+    assert [p.name for p in figures.iterdir()] == ["table2_fl_accuracy.md"]
+    assert (figures / "table2_fl_accuracy.md").read_text() == "an earlier table\n"

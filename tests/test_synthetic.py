@@ -201,12 +201,28 @@ def test_existing_folder_is_refused_and_left_untouched_without_overwrite(tmp_pat
 
 def test_overwrite_replaces_the_folder_whole(tmp_path):
     out = tmp_path / "taken"
-    out.mkdir()
+    write_synthetic(out, TINY, progress=False)
     (out / "keep.txt").write_text("old")
 
     write_synthetic(out, TINY, progress=False, overwrite=True)
 
     assert not (out / "keep.txt").exists() and is_synthetic(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_overwrite_refuses_a_folder_synth_did_not_write_and_leaves_it_untouched(tmp_path, capsys):
+    """Issue 26: ``synth --overwrite`` on someone's folder deleted its files (exit 0)."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    assert main(["synth", "--out", str(out), "--overwrite", "--n-train", "6", "--n-test", "3", "--quiet"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("fedlib: error: --overwrite replaces only folders written by fedlib synth") and "\n" not in err
+    )
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 

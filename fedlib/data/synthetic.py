@@ -337,8 +337,14 @@ def write_synthetic(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; pass a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output {out} exists and is not empty; pass overwrite=True or choose another folder.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"output {out} exists and is not empty; pass --overwrite or choose another folder.")
+        if not is_synthetic(out):  # its own marker: --overwrite never deletes a folder synth did not write
+            raise UserError(
+                f"--overwrite replaces only folders written by fedlib synth, and {out} is not one (no "
+                "synthetic.json); choose another --out, or move that folder away yourself."
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
