@@ -89,7 +89,10 @@ def train_config(args):
         given = {k: v for k, v in overrides.items() if v is not None}
         if args.config is not None:
             given = {**config.load_file(args.config), **given}
-        return config.resume_config(config.load_saved(args.out), given, args.out)
+        folder.recover_leftovers(folder.real_out(args.out))  # a swap a kill cut short, before reading it
+        saved = config.load_saved(args.out)  # a damaged or invalid config.json: its own words
+        folder.check_config(args.out)  # a hand edit of config.json is refused like a changed option
+        return config.resume_config(saved, given, args.out)
     return config.resolve(args.profile, args.config, **overrides)
 
 

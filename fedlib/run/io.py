@@ -67,8 +67,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Strict JSON: NaN (an undefined rate, e.g. PPV of a class never predicted) becomes null."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj) -> str:
+    """The text ``write_json`` writes."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n"
 
 
 def _finite(obj):
