@@ -364,3 +364,33 @@ def test_workers_do_not_import_the_callers_main_script(tmp_path):
 
     assert res.returncode == 0, res.stderr
     assert res.stdout == "main ran\nbuilt (40, 32, 32, 3)\n"
+
+
+# ---------------------------------------------------------------- a full disk (issue 26)
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_any_file_is_written(covidx_root, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    cache_dir = tmp_path / "c"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+
+    with pytest.raises(OSError) as caught:
+        load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)
+
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.startswith(str(cache_dir / "train_"))
+    assert "the image cache needs" in caught.value.strerror and "1000" not in caught.value.strerror
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_a_worker_killed_by_sigbus_is_a_full_disk_naming_the_file(tmp_path):
+    """A worker writing into the memory-mapped cache on a full disk dies of SIGBUS; that was
+    'an image decoding worker ended unexpectedly (exit code -7)'."""
+    import errno
+
+    proc = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGBUS)"])
+    error = cache._worker_died(proc, tmp_path / "train.npy")
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert error.filename == str(tmp_path / "train.npy") and "SIGBUS" in error.strerror

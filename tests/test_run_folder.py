@@ -431,3 +431,26 @@ def test_a_swap_cut_between_its_renames_is_recovered_before_resume_judges_the_fo
     os.replace(earlier, earlier.with_name(".r.replaced"))
     assert main(argv(data_config, earlier, "--resume")) == 0
     assert snapshot(earlier) == before and siblings(earlier) == []
+
+
+def test_a_full_disk_inside_torch_save_is_one_line_naming_the_file(data_config, earlier, monkeypatch, capsys):
+    """torch.save turns a failed write into 'RuntimeError: unexpected pos' (a 51-line traceback);
+    here the checkpoint is written to /dev/full, as a full disk answers."""
+    import tempfile
+
+    before = snapshot(earlier)
+    make = tempfile.mkstemp
+
+    def full(dir, prefix, suffix):
+        fd, name = make(dir=dir, prefix=prefix, suffix=suffix)
+        if prefix.startswith(".next.pt"):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, name
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", full)
+    assert main(argv(data_config, earlier, "--overwrite")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "next.pt (No space left on device)" in err and "\n" not in err, err
+    assert f"the earlier run in {earlier} is unchanged" in err
+    assert snapshot(earlier) == before and siblings(earlier) == []

@@ -238,3 +238,21 @@ def test_a_failing_run_leaves_no_folder(tmp_path, monkeypatch):
         write_synthetic(tmp_path / "out", TINY, progress=False)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """PIL's write errors name no file: the line names the folder being written."""
+    import errno
+    import os
+
+    import fedlib.data.synthetic as synthetic
+
+    def full(job):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "_write_one", full)
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--n-train", "6", "--n-test", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot read or write {out} (No space left on device)" in err and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []

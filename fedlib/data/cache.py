@@ -21,9 +21,11 @@ run builds the cache afresh; only SIGKILL can leave a ``.tmp`` file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,9 +163,16 @@ def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, 
             proc.wait()
 
 
-def _worker_died(proc, out_path: Path) -> RuntimeError:
+def _worker_died(proc, out_path: Path) -> Exception:
+    code = proc.wait()
+    if code == -signal.SIGBUS:  # a write into the memory-mapped file found no disk block to land in
+        return OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: a decoding worker was killed by SIGBUS writing it",
+            str(out_path),
+        )
     return RuntimeError(
-        f"an image decoding worker ended unexpectedly (exit code {proc.wait()}) while building "
+        f"an image decoding worker ended unexpectedly (exit code {code}) while building "
         f"{out_path}; its error, if any, is above"
     )
 
@@ -321,10 +330,12 @@ def _build(path: Path, shape, fill) -> None:
     same cache at once (e.g. Flower clients) do not write into each other's file.
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    _check_free_space(path, int(np.prod(shape)))
     try:
         with _sigterm_raises():
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             del out  # the workers open the file themselves
+            _allocate(tmp)
             fill(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -332,6 +343,44 @@ def _build(path: Path, shape, fill) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# Room left free beside a cache: other files (checkpoints, logs) still need to be written.
+_SPARE = 64 * 2**20
+
+
+def _check_free_space(path: Path, size: int) -> None:
+    """Refuse a build the disk cannot hold, before any file is written (its size is known)."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # cannot tell: the build itself reports a full disk
+    if free < size + _SPARE:
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: the image cache needs {_mb(size)} and {path.parent} has "
+            f"{_mb(free)} free; free space or delete old caches there",
+            str(path),
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.0f} MB"
+
+
+def _allocate(tmp: Path) -> None:
+    """Give the sparse .npy file its disk blocks now: a full disk is then an error here, and
+    never a SIGBUS in a worker writing into the memory-mapped file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(err.errno, err.strerror, str(tmp)) from None
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -398,6 +398,9 @@ def write_synthetic(
             shutil.rmtree(old)
         else:
             os.replace(tmp, out)
+    except OSError as exc:  # a full disk: one line naming the folder (PIL's errors name no file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(out)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
