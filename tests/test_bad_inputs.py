@@ -154,7 +154,30 @@ CATALOGUE = {
     ),
     "out naming a file": (lambda root, tmp: ["--out", str(_a_file(tmp))], "is a file, not a folder"),
     "out holding the data": (lambda root, tmp: ["--out", str(root)], "holds the data this run reads"),
+    # image content and names (issue 26)
+    "float image with a NaN pixel": (
+        lambda root, tmp: _float_image(root / "train" / "tr2.png", float("nan")),
+        "tr2.png has 1 pixel(s) that are not finite numbers",
+    ),
+    "float image with an infinite pixel": (
+        lambda root, tmp: _float_image(root / "test" / "te1.png", float("inf")),
+        "te1.png has 1 pixel(s) that are not finite numbers",
+    ),
+    "same image as ./name with another label": (
+        lambda root, tmp: _line(root / "train_split.txt", 2, "p2 ./tr1.png normal site-0"),
+        "lines 2 and 3 both list './tr1.png', as pneumonia and normal",
+    ),
 }
+
+
+def _float_image(path: Path, bad: float) -> None:
+    """A 32-bit float TIFF (under the listed .png name: PIL goes by content) with one bad pixel."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    pixels[5, 7] = bad
+    Image.fromarray(pixels, mode="F").save(path, format="TIFF")
 
 
 def _config_bytes(tmp: Path, data: bytes) -> str:

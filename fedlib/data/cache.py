@@ -8,10 +8,11 @@ runs memory-map. The random crop and flip happen per batch on the stored
 arrays (``fedlib.data.transforms``).
 
 The cache file name holds a sha256 of the split file's bytes, the image
-folder's absolute path, S and ``FORMAT_VERSION``: edit the split file, point
-at another folder or change the size and a new file is built; the old one is
-left alone (delete the cache folder to reclaim the space). Replacing an image
-file in place keeps the same key; delete the cache after doing that.
+folder's absolute path, S, ``FORMAT_VERSION`` and each listed image's size and
+modification time: edit the split file, replace or truncate an image, point at
+another folder or change the size and a new file is built (a damaged image then
+stops the build in one line); the old one is left alone (delete the cache
+folder to reclaim the space).
 
 A build writes ``<name>.<pid>.tmp`` and renames it when complete. Ctrl-C
 (SIGINT) or SIGTERM during a build stops the decode workers, removes the
@@ -255,11 +256,15 @@ def decode_split(
     return images, _labels(records), records
 
 
-def cache_key(split_file: Path, image_dir: Path, size: int) -> str:
-    """Hex sha256 of what the cached pixels depend on."""
+def cache_key(split_file: Path, image_dir: Path, size: int, records: list[Record] = ()) -> str:
+    """Hex sha256 of what the cached pixels depend on: the split file, the image folder, the
+    size, and each listed image's size and modification time (a replaced image rebuilds)."""
     digest = hashlib.sha256()
     digest.update(f"fedlib-cache-v{FORMAT_VERSION}\0{image_dir.resolve()}\0{size}\0".encode())
     digest.update(split_file.read_bytes())
+    for record in records:
+        stat = (image_dir / record.filename).stat()
+        digest.update(f"\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
@@ -296,7 +301,7 @@ def load_split_arrays(
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"Cannot create the cache folder {cache_dir} ({err}); pass a writable cache_dir.") from err
-    path = cache_dir / f"{split}_{size}px_{cache_key(split_file, image_dir, size)[:24]}.npy"
+    path = cache_dir / f"{split}_{size}px_{cache_key(split_file, image_dir, size, records)[:24]}.npy"
     shape = (len(records), size, size, 3)
 
     images = _open_cached(path, shape)

@@ -162,8 +162,9 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
                 f"{path} line {number}: file name {filename!r} points outside the image folder; "
                 "list each image by its name inside the split's image folder."
             )
-        if filename in first:
-            first_number, kept = first[filename]
+        key = str(name)  # compared after normalising: ./a.png and a//b.png are a.png and a/b.png
+        if key in first:
+            first_number, kept = first[key]
             if kept.label != label:
                 raise UserError(
                     f"{path} lines {first_number} and {number} both list {filename!r}, as "
@@ -175,7 +176,7 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
             continue
         source = columns[3] if len(columns) >= 4 else "unknown"
         record = Record(patient_id, filename, label, source)
-        first[filename] = (number, record)
+        first[key] = (number, record)
         records.append(record)
     if not records:
         raise UserError(f"Split file {path} has no records; point at a non-empty COVIDx split file.")
@@ -226,7 +227,7 @@ def _decode(path) -> Image.Image:
         with img:
             _check_size(path, *img.size)  # from the header, before any pixel is decoded
             img.load()  # decodes now, so a truncated file fails here and not later
-            return _to_l_or_rgb(img)
+            return _to_l_or_rgb(img, path)
     except PermissionError as err:
         raise UserError(
             f"Image file {path} cannot be read ({err.strerror}); give this user read access to it."
@@ -254,11 +255,17 @@ def _check_size(path: Path, width: int, height: int) -> None:
 _LIMITS = f" (at most {MAX_PIXELS // 1_000_000} megapixels and a side ratio of {MAX_ASPECT}:1)"
 
 
-def _to_l_or_rgb(img: Image.Image) -> Image.Image:
+def _to_l_or_rgb(img: Image.Image, path: Path) -> Image.Image:
     if img.mode in ("L", "RGB"):
         return img.copy()
     if img.mode.startswith("I") or img.mode == "F":
         values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():  # a float image: NaN or inf would be cached as black
+            bad = int(np.size(values) - np.isfinite(values).sum())
+            raise UserError(
+                f"Image file {path} has {bad} pixel(s) that are not finite numbers (NaN or infinity); "
+                "export it again or remove its line from the split file."
+            )
         low, high = values.min(), values.max()
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
