@@ -11,6 +11,7 @@ import pytest
 from conftest import write_covidx
 
 from fedlib.cli import main
+from fedlib.data.covidx import MAX_SPLIT_BYTES
 from fedlib.run import io
 
 TRAIN = [(f"p{i}", f"tr{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], f"site-{i % 2}") for i in range(9)]
@@ -167,7 +168,62 @@ CATALOGUE = {
         lambda root, tmp: _line(root / "train_split.txt", 2, "p2 ./tr1.png normal site-0"),
         "lines 2 and 3 both list './tr1.png', as pneumonia and normal",
     ),
+    # bounded messages (issue 26)
+    "split file padded past the size limit": (
+        lambda root, tmp: _pad(root / "train_split.txt", MAX_SPLIT_BYTES + 1),
+        "more than a COVIDx split file can (at most 67108864)",
+    ),
+    "a split line of a megabyte": (
+        lambda root, tmp: _line(root / "test_split.txt", 1, "x" * 1_000_000),
+        "more characters); fix or remove the line",
+    ),
+    "NUL byte in a file name": (
+        lambda root, tmp: _line(root / "train_split.txt", 3, "p3 tr\x003.png normal site-1"),
+        "line 4: file name 'tr\\x003.png' holds a control character",
+    ),
+    "config file of nested YAML aliases": (
+        lambda root, tmp: ["--config", _config(tmp, _aliases(4))],
+        "uses YAML aliases (*name), which fedlib does not expand",
+    ),
+    "config file past the size limit": (
+        lambda root, tmp: ["--config", _config(tmp, "# padding\n" * 200_000)],
+        "more than a config file can need",
+    ),
+    "config path with a NUL byte": (
+        lambda root, tmp: ["--config", _config(tmp, 'data_dir: "a\\0b"\n')],
+        "config field data_dir holds a NUL byte",
+    ),
+    "fraction nan": (lambda root, tmp: ["--fraction", "nan"], "--fraction must be in (0, 1], got nan"),
+    "fraction nan with secure aggregation": (
+        lambda root, tmp: ["--fraction", "nan", "--secagg", "--engine", "flower-sim"],
+        "--fraction must be in (0, 1], got nan",
+    ),
+    "config train_split outside the data root": (
+        lambda root, tmp: ["--config", _config(tmp, "train_split: ../../../../../../etc/passwd\n")],
+        "Layout.train_split (CLI --train-split) '../../../../../../etc/passwd' points outside the data root",
+    ),
+    "train-split option outside the data root": (
+        lambda root, tmp: ["--train-split", "/etc/passwd"],
+        "Layout.train_split (CLI --train-split) '/etc/passwd' points outside the data root",
+    ),
+    "test_dir outside the data root": (
+        lambda root, tmp: ["--config", _config(tmp, "test_dir: ../elsewhere\n")],
+        "Layout.test_dir (CLI --test-dir) '../elsewhere' points outside the data root",
+    ),
 }
+
+
+def _aliases(depth: int) -> str:
+    """A few hundred bytes of YAML whose aliases nest ``depth`` levels of nine: 9**depth values."""
+    lines = ["seed:", "  - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"  - &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, depth)]
+    return "\n".join(lines) + "\n"
+
+
+def _pad(path: Path, size: int) -> None:
+    """Pad a file with NUL bytes up to ``size`` (sparse: nothing is written)."""
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
 
 
 def _float_image(path: Path, bad: float) -> None:
@@ -275,3 +331,25 @@ def test_debug_shows_the_traceback_of_a_bad_input(tmp_path, capsys):
         f"fedlib: error: data root {tmp_path / 'none'} does not "
         "exist; pass a COVIDx folder to --data (see docs/covidx.md) or --data synthetic."
     )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["split file padded past the size limit", "a split line of a megabyte", "config file of nested YAML aliases"],
+)
+def test_no_message_quotes_more_than_about_200_characters_of_input(case, tmp_path, earlier_run, capsys):
+    root = write_covidx(tmp_path / "covidx", TRAIN, TEST)
+    breaker, _ = CATALOGUE[case]
+    extra = breaker(root, tmp_path)
+    extra = extra if isinstance(extra, list) else []
+    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(earlier_run), "--overwrite", "--quiet"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err) < 700, len(err)  # the culprit, cut to 200 characters, and the paths around it
+
+
+def test_a_folder_where_a_split_file_should_be_is_named_as_a_folder(tmp_path, capsys):
+    root = write_covidx(tmp_path / "covidx", TRAIN, TEST)
+    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*argv, "--train-split", "train"]) == 2
+    assert f"Split file {root / 'train'} is a folder, not a file;" in capsys.readouterr().err
