@@ -149,8 +149,9 @@ class Reproduction:
         if self.seeds is not None and self.seed is not None:
             raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
         seeds = [int(s) for s in (self.seeds if self.seeds is not None else [0 if self.seed is None else self.seed])]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise UserError(f"seeds must be one or more distinct integers, got {seeds}.")
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise UserError(f"--seeds must be one or more distinct non-negative integers, got {seeds}.")
+        check_folders(runs_dir=self.runs_dir, figures_dir=self.figures_dir, reports_dir=self.reports_dir)
         reserved = sorted(set(self.overrides or {}) & set(PER_RUN_KEYS))
         if reserved:
             raise UserError(
@@ -175,6 +176,19 @@ class Reproduction:
                 f"no notebooks in {spec.notebooks_dir}; run `fedlib reproduce` from a checkout of the repository."
             )
         return spec
+
+
+def check_folders(**folders) -> None:
+    """Refuse, before any work, an output folder option (``runs_dir=...``) that names a file or
+    lies inside one; None is the default folder."""
+    for name, value in folders.items():
+        if value is None:
+            continue
+        path = Path(value)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}.")
 
 
 def _spec(spec: Reproduction | None, fields: dict) -> Reproduction:

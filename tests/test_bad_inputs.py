@@ -353,3 +353,14 @@ def test_a_folder_where_a_split_file_should_be_is_named_as_a_folder(tmp_path, ca
     argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(tmp_path / "r"), "--quiet"]
     assert main([*argv, "--train-split", "train"]) == 2
     assert f"Split file {root / 'train'} is a folder, not a file;" in capsys.readouterr().err
+
+
+def test_a_class_the_test_split_has_and_training_lacks_is_a_warning(tmp_path, capsys):
+    train = [row for row in TRAIN if row[2] != "COVID-19"]
+    root = write_covidx(tmp_path / "covidx", train, TEST)
+    out = tmp_path / "r"
+    assert (
+        main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1", "--quiet"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "fedlib: warning: the training images hold no COVID-19 (2 test image(s)); the model cannot learn" in err

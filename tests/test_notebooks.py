@@ -306,3 +306,25 @@ def test_an_analysis_notebook_that_finds_no_runs_fails_naming_runs_dir_and_write
     assert caught.value.ename == "UserError" and f"runs_dir {typo} does not exist" in caught.value.evalue
     assert [p.name for p in figures.iterdir()] == ["table2_fl_accuracy.md"]
     assert (figures / "table2_fl_accuracy.md").read_text() == "an earlier table\n"
+
+
+@pytest.mark.parametrize(
+    "notebook, parameter, value, words",
+    [
+        ("03_accuracy", "epsilon", -1, "notebook parameter epsilon must be a finite non-negative number, got -1"),
+        ("02_loss_curves", "seeds", "0", "notebook parameter seeds must be None or a list of non-negative integers"),
+        ("04_gradcam", "models", ["vgg16"], "notebook parameter models must be a list of model names"),
+    ],
+)
+def test_a_notebook_parameter_of_the_wrong_type_is_named(notebook, parameter, value, words, tmp_path):
+    """It was a cell traceback that did not name the parameter (and epsilon -1 was accepted)."""
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{notebook}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "f"), parameter: value},
+            kernel_name=reproduce.KERNEL,
+            progress_bar=False,
+        )
+    assert caught.value.ename == "UserError" and words in caught.value.evalue, caught.value.evalue
+    assert not (tmp_path / "f").exists()
