@@ -364,3 +364,8 @@ def test_a_class_the_test_split_has_and_training_lacks_is_a_warning(tmp_path, ca
     )
     err = capsys.readouterr().err
     assert "fedlib: warning: the training images hold no COVID-19 (2 test image(s)); the model cannot learn" in err
+
+
+def test_the_faults_page_states_the_catalogues_size():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "faults.md").read_text()
+    assert f"runs {len(CATALOGUE)} such inputs" in page
