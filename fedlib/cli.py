@@ -15,7 +15,7 @@ import traceback
 import warnings
 
 from .config import LAYOUT, PROFILES, flags
-from .errors import UserError
+from .errors import UserError, remedy
 
 
 def _layout(args):
@@ -196,16 +196,10 @@ def cmd_study(args) -> None:
     from pathlib import Path
 
     from . import study
-    from .reproduce import NOTEBOOKS_DIR, check_folders, execute
+    from .reproduce import NOTEBOOKS_DIR, check_study_options, execute
     from .run.folder import data_set, study_paths
 
-    check_folders(runs_dir=args.runs_dir, figures_dir=args.figures_dir)  # every option before any work
-    if args.report is not None:
-        check_folders(report=Path(args.report).parent)
-        if Path(args.report).suffix != ".ipynb" or Path(args.report).is_dir():
-            raise UserError(f"--report {args.report} must name a notebook file (.ipynb); choose another --report.")
-    if not args.seeds or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise UserError(f"--seeds must be one or more distinct non-negative integers, got {args.seeds}.")
+    check_study_options(args.seeds, runs_dir=args.runs_dir, figures_dir=args.figures_dir, report=args.report)
     overrides = {k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None}
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
@@ -437,8 +431,8 @@ def _run(argv: list[str] | None) -> int:
             traceback.print_exc()
         where = f" {exc.filename}" if exc.filename else ""
         print(
-            f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); free space or fix the "
-            "permissions, then run the command again" + _notes(exc) + ".",
+            f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); {remedy(exc)}, then run the "
+            "command again" + _notes(exc) + ".",
             file=sys.stderr,
         )
         return 2

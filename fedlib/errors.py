@@ -24,3 +24,16 @@ def bounded(value, limit: int = QUOTED) -> str:
 def quoted(value, limit: int = QUOTED) -> str:
     """``repr(value)`` cut to ``limit`` characters (escapes show NUL bytes and other controls)."""
     return bounded(repr(value), limit)
+
+
+def remedy(exc: OSError) -> str:
+    """What to do about an I/O error, by its cause: space, permissions, or the path itself."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free space"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the permissions"
+    if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG):
+        return "check the path (a link that leads nowhere or in a loop, a file where a folder should be)"
+    return "free space or fix the permissions"

@@ -197,7 +197,7 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
         cfg.alpha,
     )
     if cfg.mode != "central":  # pooled training never splits the data
-        check_parts(local, cfg.partition)
+        check_parts(local, cfg.partition, val_fraction=cfg.val_fraction)
     parts = [train_idx[p] for p in local]
     if cfg.partition == "by_source" and len(parts) != cfg.clients:
         warnings.warn(

@@ -29,10 +29,16 @@ def explain_run(run_dir, images=None, out=None, split: str = "test", seed: int =
 def check_out(target: Path, run_dir) -> None:
     """Refuse an output that would overwrite what the run reads or is: its data, its files."""
     run = results.load_run(run_dir)
+    cfg = run.train_config
+    if cfg.data != "synthetic" and not Path(cfg.data).is_dir():  # explain has no --data: say where it looks
+        raise UserError(
+            f"the data {run_dir} was trained on, {cfg.data}, is not there any more; explain reads the images "
+            f"from where {Path(run_dir) / 'config.json'} says, so put the data set back there."
+        )
     if target.is_dir():
         raise UserError(f"--out {target} is a folder; name the PNG file to write, e.g. {target / 'gradcam.png'}.")
     resolved = target.resolve()
-    for root in data_roots(run.train_config):
+    for root in data_roots(cfg):
         root = Path(root).resolve()
         if resolved.is_relative_to(root):
             raise UserError(f"--out {target} lies inside the data the run reads ({root}); choose another --out.")

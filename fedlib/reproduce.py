@@ -149,8 +149,7 @@ class Reproduction:
         if self.seeds is not None and self.seed is not None:
             raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
         seeds = [int(s) for s in (self.seeds if self.seeds is not None else [0 if self.seed is None else self.seed])]
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise UserError(f"--seeds must be one or more distinct non-negative integers, got {seeds}.")
+        check_seeds(seeds)
         check_folders(runs_dir=self.runs_dir, figures_dir=self.figures_dir, reports_dir=self.reports_dir)
         reserved = sorted(set(self.overrides or {}) & set(PER_RUN_KEYS))
         if reserved:
@@ -189,6 +188,21 @@ def check_folders(**folders) -> None:
         if blocker is not None:
             flag = f"--{name.replace('_', '-')}"
             raise UserError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}.")
+
+
+def check_seeds(seeds) -> None:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds must be one or more distinct non-negative integers, got {seeds}.")
+
+
+def check_study_options(seeds, *, runs_dir, figures_dir, report) -> None:
+    """``fedlib study``'s options, before the data set is made or a run trained."""
+    check_seeds(seeds)
+    check_folders(runs_dir=runs_dir, figures_dir=figures_dir)
+    if report is not None:
+        check_folders(report=Path(report).parent)
+        if Path(report).suffix != ".ipynb" or Path(report).is_dir():
+            raise UserError(f"--report {report} must name a notebook file (.ipynb); choose another --report.")
 
 
 def _spec(spec: Reproduction | None, fields: dict) -> Reproduction:

@@ -210,7 +210,25 @@ CATALOGUE = {
         lambda root, tmp: ["--config", _config(tmp, "test_dir: ../elsewhere\n")],
         "Layout.test_dir (CLI --test-dir) '../elsewhere' points outside the data root",
     ),
+    # the right words (issue 26)
+    "a validation split that leaves a client one image": (
+        lambda root, tmp: ["--partition", "iid", "--clients", "4", "--val-fraction", "0.3"],
+        "hold out less for validation (--val-fraction 0.3), use fewer --clients or another --partition",
+    ),
+    "a learning rate that makes every client diverge": (
+        lambda root, tmp: ["--lr", "1e30"],
+        "every client's training diverged: lower --lr (now 1e+30), then run the command again",
+    ),
+    "out a symbolic link in a loop": (
+        lambda root, tmp: ["--out", str(_loop(tmp))],
+        "is a symbolic link that leads round in a loop",
+    ),
 }
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "loop").symlink_to(tmp / "loop")
+    return tmp / "loop"
 
 
 def _aliases(depth: int) -> str:

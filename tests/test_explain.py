@@ -541,3 +541,17 @@ def test_explain_never_writes_inside_the_data_or_over_the_run(where, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"fedlib: error: --out {out} ") and "\n" not in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_explain_of_a_run_whose_data_moved_says_where_it_looks(tmp_path, capsys):
+    """The advice named --data, which explain does not have."""
+    from fedlib.cli import main
+
+    run_dir, _ = _fake_run(tmp_path)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+
+    assert main(["explain", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the data {run_dir} was trained on, {tmp_path / 'gone'}, is not there any more" in err
+    assert "--data" not in err and "\n" not in err

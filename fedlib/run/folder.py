@@ -288,7 +288,14 @@ def real_out(run_dir) -> Path:
     """The run folder a command writes: the target of a symbolic link (renames and deletions
     act on the folder itself, never on the link), else ``run_dir`` as given."""
     run_dir = Path(run_dir)
-    return run_dir.resolve() if run_dir.is_symlink() else run_dir
+    if not run_dir.is_symlink():
+        return run_dir
+    target = Path(os.path.realpath(run_dir))
+    if target.is_symlink():  # realpath stops where links go round in a loop
+        raise UserError(
+            f"--out {run_dir} is a symbolic link that leads round in a loop; point it at a folder or choose another --out."
+        )
+    return target
 
 
 def recover_leftovers(run_dir: Path) -> None:
