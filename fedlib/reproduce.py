@@ -342,9 +342,15 @@ def execute(
                 progress_bar=progress,
                 log_output=False,
                 cwd=os.getcwd(),
-                # the kernel's own start-up warnings would interleave with our progress
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own log (start-up warnings; on Ctrl-C or SIGTERM, the traceback of its
+                # closed sockets) would interleave with our lines; a cell's error reaches us as a message
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: one line, not asyncio's report of the cell it cut short
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise
     except PapermillExecutionError as err:
         os.replace(running, failed)
         lines = [line.strip() for line in err.source.splitlines() if line.strip()]

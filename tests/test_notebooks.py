@@ -328,3 +328,42 @@ def test_a_notebook_parameter_of_the_wrong_type_is_named(notebook, parameter, va
         )
     assert caught.value.ename == "UserError" and words in caught.value.evalue, caught.value.evalue
     assert not (tmp_path / "f").exists()
+
+
+def test_sigterm_while_a_notebook_runs_is_one_line(tmp_path):
+    """SIGTERM during `fedlib study` printed about 170 lines (asyncio's report of the cell it cut short)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    started = tmp_path / "started"
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(300)")
+        ]
+    )
+    nbformat.write(notebook, tmp_path / "slow.ipynb")
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from fedlib import cli, reproduce
+
+        def slow(args):  # a command that runs a notebook, as study and reproduce do
+            reproduce.execute(Path({str(tmp_path / "slow.ipynb")!r}), Path({str(tmp_path / "out.ipynb")!r}), {{}}, progress=False)
+
+        cli.cmd_params = slow
+        sys.exit(cli.main(["params"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the notebook's cell never started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "fedlib: interrupted", err
