@@ -610,3 +610,13 @@ def test_split_file_names_are_compared_after_normalising(tmp_path, other):
 
     with pytest.raises(UserError, match=rf"lines 1 and 2 both list '{re.escape(other)}'"):
         parse_split_file(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_folder_or_fifo_where_an_image_should_be_is_named_as_such(tmp_path, kind):
+    """It was reported as "does not exist"."""
+    path = tmp_path / "a.png"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    words = "is a folder, not a file" if kind == "folder" else "is not a regular file (a FIFO, a device, ...)"
+    with pytest.raises(UserError, match=re.escape(f"Image file {path} {words}")):
+        load_image(path)

@@ -229,7 +229,7 @@ def _decode(path) -> Image.Image:
     """Decode to mode L (grayscale) or RGB; ``load_image`` and the cache share it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"Image file {path} does not exist; check the split file and the image folder.")
+        raise UserError(f"Image file {path} {_not_a_file(path)}; check the split file and the image folder.")
     if path.stat().st_size == 0:
         raise UserError(
             f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file."
