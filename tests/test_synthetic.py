@@ -256,3 +256,19 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert f"cannot read or write {out} (No space left on device)" in err and "\n" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_never_replaces_a_folder_of_other_files_where_the_synthetic_set_goes(tmp_path, capsys):
+    from fedlib.config import resolve
+    from fedlib.data.resolve import synthetic_root
+
+    root = synthetic_root(resolve("smoke", data_dir=str(tmp_path / "data")))
+    root.mkdir(parents=True)
+    (root / "notes.txt").write_text("mine")
+    (tmp_path / "c.yaml").write_text(f"data_dir: {tmp_path / 'data'}\n")
+
+    argv = ["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{root} is where the synthetic data set goes, but it holds other files" in err and "\n" not in err
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]
