@@ -506,7 +506,7 @@ def test_notebook_writes_figures_and_table(smoke_runs):
 # ---------------------------------------------------------------- where explain may write (issue 26)
 
 
-def _fake_run(tmp_path: Path) -> tuple[Path, Path]:
+def _run_over_data(tmp_path: Path) -> tuple[Path, Path]:
     """A finished run's config.json and final.json over a data folder with one image: enough
     for explain's checks, which come before any model or image is loaded."""
     from fedlib.config import to_dict
@@ -527,7 +527,7 @@ def test_explain_never_writes_inside_the_data_or_over_the_run(where, tmp_path, c
     """Issue 26: ``explain --out`` naming an image of the run's data overwrote it with the figure."""
     from fedlib.cli import main
 
-    run_dir, data = _fake_run(tmp_path)
+    run_dir, data = _run_over_data(tmp_path)
     out = {
         "an image": data / "test" / "te0.png",
         "a new file": data / "g.png",
@@ -547,7 +547,7 @@ def test_explain_of_a_run_whose_data_moved_says_where_it_looks(tmp_path, capsys)
     """The advice named --data, which explain does not have."""
     from fedlib.cli import main
 
-    run_dir, _ = _fake_run(tmp_path)
+    run_dir, _ = _run_over_data(tmp_path)
     cfg = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
 
