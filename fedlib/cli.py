@@ -15,7 +15,7 @@ import traceback
 import warnings
 
 from .config import LAYOUT, PROFILES, flags
-from .errors import UserError
+from .errors import UserError, remedy
 
 
 def _layout(args):
@@ -89,7 +89,10 @@ def train_config(args):
         given = {k: v for k, v in overrides.items() if v is not None}
         if args.config is not None:
             given = {**config.load_file(args.config), **given}
-        return config.resume_config(config.load_saved(args.out), given, args.out)
+        folder.recover_leftovers(folder.real_out(args.out))  # a swap a kill cut short, before reading it
+        saved = config.load_saved(args.out)  # a damaged or invalid config.json: its own words
+        folder.check_config(args.out)  # a hand edit of config.json is refused like a changed option
+        return config.resume_config(saved, given, args.out)
     return config.resolve(args.profile, args.config, **overrides)
 
 
@@ -193,9 +196,10 @@ def cmd_study(args) -> None:
     from pathlib import Path
 
     from . import study
-    from .reproduce import NOTEBOOKS_DIR, execute
+    from .reproduce import NOTEBOOKS_DIR, check_study_options, execute
     from .run.folder import data_set, study_paths
 
+    check_study_options(args.seeds, runs_dir=args.runs_dir, figures_dir=args.figures_dir, report=args.report)
     overrides = {k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None}
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
@@ -427,8 +431,8 @@ def _run(argv: list[str] | None) -> int:
             traceback.print_exc()
         where = f" {exc.filename}" if exc.filename else ""
         print(
-            f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); free space or fix the "
-            "permissions, then run the command again" + _notes(exc) + ".",
+            f"fedlib: error: cannot read or write{where} ({exc.strerror or exc}); {remedy(exc)}, then run the "
+            "command again" + _notes(exc) + ".",
             file=sys.stderr,
         )
         return 2

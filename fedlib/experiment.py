@@ -147,6 +147,27 @@ class PatientLeakWarning(UserWarning):
     """Patient ids in both splits: the test set is not independent of training."""
 
 
+class MissingClassWarning(UserWarning):
+    """A class the test split holds has no training image: the model cannot learn it."""
+
+
+def _warn_missing_classes(data: Dataset, train_idx: np.ndarray, test_idx: np.ndarray) -> None:
+    trained = set(data.train_labels[train_idx].tolist())
+    tested = np.bincount(data.test_labels[test_idx], minlength=len(data.classes))
+    missing = [
+        f"{data.classes[c]} ({tested[c]} test image(s))"
+        for c in range(len(data.classes))
+        if tested[c] and c not in trained
+    ]
+    if missing:
+        warnings.warn(
+            f"the training images hold no {', '.join(missing)}; the model cannot learn to recognise "
+            "it, so its test accuracy there is zero: check the split files or --subset.",
+            MissingClassWarning,
+            stacklevel=3,
+        )
+
+
 def leaked_patients(data: Dataset) -> list[str]:
     return sorted({r.patient_id for r in data.train_records} & {r.patient_id for r in data.test_records})
 
@@ -164,6 +185,7 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
         )
     train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
     test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
+    _warn_missing_classes(data, train_idx, test_idx)
     kept, held = holdout(data.train_labels[train_idx], cfg.val_fraction, derive_seed(cfg.seed, "validation"))
     train_idx, val_idx = train_idx[kept], train_idx[held]
     local = partition(
@@ -175,7 +197,7 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
         cfg.alpha,
     )
     if cfg.mode != "central":  # pooled training never splits the data
-        check_parts(local, cfg.partition)
+        check_parts(local, cfg.partition, val_fraction=cfg.val_fraction)
     parts = [train_idx[p] for p in local]
     if cfg.partition == "by_source" and len(parts) != cfg.clients:
         warnings.warn(

@@ -209,9 +209,18 @@ def _aggregate_round(pool: ClientPool, exp: Experiment, strategy: Strategy, r: i
                 row.update(status="discarded", reason=f"round retried: fewer than {needed} usable update(s)")
     raise RoundFailed(
         f"round {r + 1}: fewer than {needed} client(s) returned a usable update in "
-        f"{cfg.round_retries + 1} attempt(s) ({_summary(reasons)}); fix the failing sites, or lower "
-        "--min-clients / raise --round-retries."
+        f"{cfg.round_retries + 1} attempt(s) ({_summary(reasons)}); {_advice(reasons, cfg)}"
     )
+
+
+def _advice(reasons: list[str], cfg) -> str:
+    """What to do about a failed round: training that diverged everywhere is the settings' fault
+    (a learning rate too large, DP noise), not the sites'."""
+    diverged = reasons and all("non-finite" in r or "not finite" in r for r in reasons)
+    if diverged and not cfg.inject_failures:
+        dp = " or less differential-privacy noise (a larger --dp-target-epsilon)" if cfg.dp else ""
+        return f"every client's training diverged: lower --lr (now {cfg.lr:g}){dp}, then run the command again."
+    return "fix the failing sites, or lower --min-clients / raise --round-retries."
 
 
 def _summary(dropped: list[str], width: int = 160) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import TrainConfig
+from .run.folder import real_out
 from .runner import train
 
 
@@ -28,6 +29,7 @@ def run(
     ``resume``, ``overwrite`` and ``progress``, as ``fedlib.runner.train`` takes them.
     ``superlink``, ``root_certificates`` and ``deadline`` (seconds) are for the ``flower``
     engine (see ``fedlib.flower.run_flower``)."""
+    out = real_out(out)  # a link's target: renames and deletions never act on the link
     if cfg.engine == "inprocess":
         return train(cfg, out, **flags)
     from .flower import run_flower

@@ -122,16 +122,23 @@ def holdout(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarr
     return np.setdiff1d(np.arange(labels.size), held_arr), held_arr
 
 
-def check_parts(parts: Sequence[np.ndarray], method: str, minimum: int = MIN_CLIENT_IMAGES) -> None:
+def check_parts(
+    parts: Sequence[np.ndarray], method: str, minimum: int = MIN_CLIENT_IMAGES, val_fraction: float = 0.0
+) -> None:
     """Refuse a partition that leaves a client too few images to train on (BatchNorm needs
-    two), with the table of client sizes, instead of failing every round silently."""
+    two), with the table of client sizes, instead of failing every round silently. The advice
+    names what can help: --alpha only for the partitions that have one, --val-fraction when a
+    validation split took images away."""
     small = [c for c, p in enumerate(parts) if len(p) < minimum]
     if small:
         sizes = ", ".join(f"{c}: {len(p)}" for c, p in enumerate(parts))
+        remedies = ["raise --alpha"] if method in ("dirichlet", "quantity") else []
+        if val_fraction:
+            remedies.append(f"hold out less for validation (--val-fraction {val_fraction:g})")
+        remedies += ["use fewer --clients", "another --partition"]
         raise UserError(
             f"the {method} partition leaves client(s) {', '.join(map(str, small))} with fewer than "
-            f"{minimum} images (images per client: {sizes}); raise --alpha, use fewer --clients "
-            "or another --partition."
+            f"{minimum} images (images per client: {sizes}); {', '.join(remedies[:-1])} or {remedies[-1]}."
         )
 
 

@@ -149,8 +149,8 @@ class Reproduction:
         if self.seeds is not None and self.seed is not None:
             raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
         seeds = [int(s) for s in (self.seeds if self.seeds is not None else [0 if self.seed is None else self.seed])]
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise UserError(f"seeds must be one or more distinct integers, got {seeds}.")
+        check_seeds(seeds)
+        check_folders(runs_dir=self.runs_dir, figures_dir=self.figures_dir, reports_dir=self.reports_dir)
         reserved = sorted(set(self.overrides or {}) & set(PER_RUN_KEYS))
         if reserved:
             raise UserError(
@@ -175,6 +175,34 @@ class Reproduction:
                 f"no notebooks in {spec.notebooks_dir}; run `fedlib reproduce` from a checkout of the repository."
             )
         return spec
+
+
+def check_folders(**folders) -> None:
+    """Refuse, before any work, an output folder option (``runs_dir=...``) that names a file or
+    lies inside one; None is the default folder."""
+    for name, value in folders.items():
+        if value is None:
+            continue
+        path = Path(value)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}.")
+
+
+def check_seeds(seeds) -> None:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds must be one or more distinct non-negative integers, got {seeds}.")
+
+
+def check_study_options(seeds, *, runs_dir, figures_dir, report) -> None:
+    """``fedlib study``'s options, before the data set is made or a run trained."""
+    check_seeds(seeds)
+    check_folders(runs_dir=runs_dir, figures_dir=figures_dir)
+    if report is not None:
+        check_folders(report=Path(report).parent)
+        if Path(report).suffix != ".ipynb" or Path(report).is_dir():
+            raise UserError(f"--report {report} must name a notebook file (.ipynb); choose another --report.")
 
 
 def _spec(spec: Reproduction | None, fields: dict) -> Reproduction:
@@ -314,9 +342,15 @@ def execute(
                 progress_bar=progress,
                 log_output=False,
                 cwd=os.getcwd(),
-                # the kernel's own start-up warnings would interleave with our progress
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own log (start-up warnings; on Ctrl-C or SIGTERM, the traceback of its
+                # closed sockets) would interleave with our lines; a cell's error reaches us as a message
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: one line, not asyncio's report of the cell it cut short
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise
     except PapermillExecutionError as err:
         os.replace(running, failed)
         lines = [line.strip() for line in err.source.splitlines() if line.strip()]

@@ -24,7 +24,18 @@ from .errors import UserError
 from .experiment import describe, record_data, setup
 from .federated import ClientPool, run_fedavg
 from .loop import resumed_history
-from .run.folder import check_target, data_roots, is_finished, locked, recover, transaction
+from .run.folder import (
+    check_config,
+    check_target,
+    data_roots,
+    is_finished,
+    locked,
+    real_out,
+    recover,
+    recover_leftovers,
+    transaction,
+    write_config,
+)
 from .run.io import load_checkpoint, read_json, write_json
 
 BASELINES = {"central": run_central, "local": run_local}  # the modes without a client pool
@@ -46,13 +57,15 @@ def train(
     may differ from the run's config.json only in what ``config.RESUME_CHANGEABLE``
     allows (more rounds, another device, ...).
     """
-    out = Path(out)
+    out = real_out(out)  # a link's target: the rules apply to it, and renames never act on the link
     cfg = absolute_paths(cfg)  # what config.json records, so that it repeats from any folder
+    recover_leftovers(out)  # a killed replacement's remains, before the target is judged
     check_target(out, resume=resume, overwrite=overwrite, data_roots=data_roots(cfg))
     with locked(out):  # also refuses a second process before any work
         recover(out)  # the remains of a killed replacement, whatever this command does next
     if resume:
         saved = load_saved(out)
+        check_config(out)  # a hand edit of config.json is refused like a changed option
         cfg = resume_config(saved, to_dict(cfg), out)
         if is_finished(out):
             if cfg.pooled_epochs != saved.pooled_epochs or cfg.rounds != saved.rounds:
@@ -72,7 +85,7 @@ def train(
     with transaction(out, resume=resume) as work:
         exp.run_dir = work
         _check_progress(cfg, checkpoint, out)
-        write_json(work / "config.json", to_dict(cfg))
+        write_config(work, to_dict(cfg))
         history = resumed_history(exp, checkpoint)
         if cfg.mode == "fedavg":
             clients: ClientPool | None = pool(exp) if pool is not None else None

@@ -11,6 +11,7 @@ import pytest
 from conftest import write_covidx
 
 from fedlib.cli import main
+from fedlib.data.covidx import MAX_SPLIT_BYTES
 from fedlib.run import io
 
 TRAIN = [(f"p{i}", f"tr{i}.png", ("normal", "pneumonia", "COVID-19")[i % 3], f"site-{i % 2}") for i in range(9)]
@@ -154,7 +155,103 @@ CATALOGUE = {
     ),
     "out naming a file": (lambda root, tmp: ["--out", str(_a_file(tmp))], "is a file, not a folder"),
     "out holding the data": (lambda root, tmp: ["--out", str(root)], "holds the data this run reads"),
+    # image content and names (issue 26)
+    "float image with a NaN pixel": (
+        lambda root, tmp: _float_image(root / "train" / "tr2.png", float("nan")),
+        "tr2.png has 1 pixel(s) that are not finite numbers",
+    ),
+    "float image with an infinite pixel": (
+        lambda root, tmp: _float_image(root / "test" / "te1.png", float("inf")),
+        "te1.png has 1 pixel(s) that are not finite numbers",
+    ),
+    "same image as ./name with another label": (
+        lambda root, tmp: _line(root / "train_split.txt", 2, "p2 ./tr1.png normal site-0"),
+        "lines 2 and 3 both list './tr1.png', as pneumonia and normal",
+    ),
+    # bounded messages (issue 26)
+    "split file padded past the size limit": (
+        lambda root, tmp: _pad(root / "train_split.txt", MAX_SPLIT_BYTES + 1),
+        "more than a COVIDx split file can (at most 67108864)",
+    ),
+    "a split line of a megabyte": (
+        lambda root, tmp: _line(root / "test_split.txt", 1, "x" * 1_000_000),
+        "more characters); fix or remove the line",
+    ),
+    "NUL byte in a file name": (
+        lambda root, tmp: _line(root / "train_split.txt", 3, "p3 tr\x003.png normal site-1"),
+        "line 4: file name 'tr\\x003.png' holds a control character",
+    ),
+    "config file of nested YAML aliases": (
+        lambda root, tmp: ["--config", _config(tmp, _aliases(4))],
+        "uses YAML aliases (*name), which fedlib does not expand",
+    ),
+    "config file past the size limit": (
+        lambda root, tmp: ["--config", _config(tmp, "# padding\n" * 200_000)],
+        "more than a config file can need",
+    ),
+    "config path with a NUL byte": (
+        lambda root, tmp: ["--config", _config(tmp, 'data_dir: "a\\0b"\n')],
+        "config field data_dir holds a NUL byte",
+    ),
+    "fraction nan": (lambda root, tmp: ["--fraction", "nan"], "--fraction must be in (0, 1], got nan"),
+    "fraction nan with secure aggregation": (
+        lambda root, tmp: ["--fraction", "nan", "--secagg", "--engine", "flower-sim"],
+        "--fraction must be in (0, 1], got nan",
+    ),
+    "config train_split outside the data root": (
+        lambda root, tmp: ["--config", _config(tmp, "train_split: ../../../../../../etc/passwd\n")],
+        "Layout.train_split (CLI --train-split) '../../../../../../etc/passwd' points outside the data root",
+    ),
+    "train-split option outside the data root": (
+        lambda root, tmp: ["--train-split", "/etc/passwd"],
+        "Layout.train_split (CLI --train-split) '/etc/passwd' points outside the data root",
+    ),
+    "test_dir outside the data root": (
+        lambda root, tmp: ["--config", _config(tmp, "test_dir: ../elsewhere\n")],
+        "Layout.test_dir (CLI --test-dir) '../elsewhere' points outside the data root",
+    ),
+    # the right words (issue 26)
+    "a validation split that leaves a client one image": (
+        lambda root, tmp: ["--partition", "iid", "--clients", "4", "--val-fraction", "0.3"],
+        "hold out less for validation (--val-fraction 0.3), use fewer --clients or another --partition",
+    ),
+    "a learning rate that makes every client diverge": (
+        lambda root, tmp: ["--lr", "1e30"],
+        "every client's training diverged: lower --lr (now 1e+30), then run the command again",
+    ),
+    "out a symbolic link in a loop": (
+        lambda root, tmp: ["--out", str(_loop(tmp))],
+        "is a symbolic link that leads round in a loop",
+    ),
 }
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "loop").symlink_to(tmp / "loop")
+    return tmp / "loop"
+
+
+def _aliases(depth: int) -> str:
+    """A few hundred bytes of YAML whose aliases nest ``depth`` levels of nine: 9**depth values."""
+    lines = ["seed:", "  - &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"  - &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, depth)]
+    return "\n".join(lines) + "\n"
+
+
+def _pad(path: Path, size: int) -> None:
+    """Pad a file with NUL bytes up to ``size`` (sparse: nothing is written)."""
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
+def _float_image(path: Path, bad: float) -> None:
+    """A 32-bit float TIFF (under the listed .png name: PIL goes by content) with one bad pixel."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    pixels[5, 7] = bad
+    Image.fromarray(pixels, mode="F").save(path, format="TIFF")
 
 
 def _config_bytes(tmp: Path, data: bytes) -> str:
@@ -252,3 +349,41 @@ def test_debug_shows_the_traceback_of_a_bad_input(tmp_path, capsys):
         f"fedlib: error: data root {tmp_path / 'none'} does not "
         "exist; pass a COVIDx folder to --data (see docs/covidx.md) or --data synthetic."
     )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["split file padded past the size limit", "a split line of a megabyte", "config file of nested YAML aliases"],
+)
+def test_no_message_quotes_more_than_about_200_characters_of_input(case, tmp_path, earlier_run, capsys):
+    root = write_covidx(tmp_path / "covidx", TRAIN, TEST)
+    breaker, _ = CATALOGUE[case]
+    extra = breaker(root, tmp_path)
+    extra = extra if isinstance(extra, list) else []
+    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(earlier_run), "--overwrite", "--quiet"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err) < 700, len(err)  # the culprit, cut to 200 characters, and the paths around it
+
+
+def test_a_folder_where_a_split_file_should_be_is_named_as_a_folder(tmp_path, capsys):
+    root = write_covidx(tmp_path / "covidx", TRAIN, TEST)
+    argv = ["train", "--profile", "smoke", "--data", str(root), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main([*argv, "--train-split", "train"]) == 2
+    assert f"Split file {root / 'train'} is a folder, not a file;" in capsys.readouterr().err
+
+
+def test_a_class_the_test_split_has_and_training_lacks_is_a_warning(tmp_path, capsys):
+    train = [row for row in TRAIN if row[2] != "COVID-19"]
+    root = write_covidx(tmp_path / "covidx", train, TEST)
+    out = tmp_path / "r"
+    assert (
+        main(["train", "--profile", "smoke", "--data", str(root), "--out", str(out), "--rounds", "1", "--quiet"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "fedlib: warning: the training images hold no COVID-19 (2 test image(s)); the model cannot learn" in err
+
+
+def test_the_faults_page_states_the_catalogues_size():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "faults.md").read_text()
+    assert f"runs {len(CATALOGUE)} such inputs" in page

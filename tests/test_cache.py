@@ -364,3 +364,61 @@ def test_workers_do_not_import_the_callers_main_script(tmp_path):
 
     assert res.returncode == 0, res.stderr
     assert res.stdout == "main ran\nbuilt (40, 32, 32, 3)\n"
+
+
+# ---------------------------------------------------------------- a full disk (issue 26)
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_any_file_is_written(covidx_root, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    cache_dir = tmp_path / "c"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+
+    with pytest.raises(OSError) as caught:
+        load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)
+
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.startswith(str(cache_dir / "train_"))
+    assert "the image cache needs" in caught.value.strerror and "1000" not in caught.value.strerror
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_a_worker_killed_by_sigbus_is_a_full_disk_naming_the_file(tmp_path):
+    """A worker writing into the memory-mapped cache on a full disk dies of SIGBUS; that was
+    'an image decoding worker ended unexpectedly (exit code -7)'."""
+    import errno
+
+    proc = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGBUS)"])
+    error = cache._worker_died(proc, tmp_path / "train.npy")
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert error.filename == str(tmp_path / "train.npy") and "SIGBUS" in error.strerror
+
+
+# ---------------------------------------------------------------- the cache knows its images (issue 26)
+
+
+def test_an_image_replaced_after_the_cache_was_built_is_decoded_again(covidx_root, tmp_path):
+    """The run trained on the old pixels of an image replaced after the cache was built."""
+    cache_dir = tmp_path / "c"
+    before, _, records = load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)
+    path = covidx_root / "train" / records[0].filename
+    make_image("L", (40, 30), seed=99).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later modification time
+
+    after, _, _ = load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)
+
+    np.testing.assert_array_equal(after[0], preprocess(load_image(path), 32))
+    assert not np.array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1:], before[1:])
+
+
+def test_an_image_truncated_after_the_cache_was_built_stops_with_one_line(covidx_root, tmp_path):
+    cache_dir = tmp_path / "c"
+    _, _, records = load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)
+    path = covidx_root / "train" / records[1].filename
+    path.write_bytes(path.read_bytes()[:60])
+
+    with pytest.raises(UserError, match=rf"{records[1].filename} cannot be decoded"):
+        load_split_arrays(covidx_root, "train", 28, cache_dir=cache_dir, progress=False)

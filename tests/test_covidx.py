@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import struct
 import time
 import warnings
@@ -585,4 +586,37 @@ def test_load_truncated_jpeg_fails(tmp_path):
     path.write_bytes(data[: len(data) // 2])
 
     with pytest.raises(UserError, match=r"t\.jpg cannot be decoded"):
+        load_image(path)
+
+
+# ---------------------------------------------------------------- image content, names (issue 26)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_image_with_a_non_finite_pixel_is_an_error_naming_the_file(tmp_path, bad):
+    """It was cached as black and trained on."""
+    pixels = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    pixels[3, 4] = bad
+    path = tmp_path / "f.tiff"
+    Image.fromarray(pixels, mode="F").save(path)
+
+    with pytest.raises(UserError, match=r"f\.tiff has 1 pixel\(s\) that are not finite numbers"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("other", ["./a.png", "a.png", ".//a.png"])
+def test_split_file_names_are_compared_after_normalising(tmp_path, other):
+    path = write_split(tmp_path, f"p1 a.png normal\np2 {other} pneumonia\n")
+
+    with pytest.raises(UserError, match=rf"lines 1 and 2 both list '{re.escape(other)}'"):
+        parse_split_file(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_folder_or_fifo_where_an_image_should_be_is_named_as_such(tmp_path, kind):
+    """It was reported as "does not exist"."""
+    path = tmp_path / "a.png"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    words = "is a folder, not a file" if kind == "folder" else "is not a regular file (a FIFO, a device, ...)"
+    with pytest.raises(UserError, match=re.escape(f"Image file {path} {words}")):
         load_image(path)

@@ -501,3 +501,57 @@ def test_notebook_writes_figures_and_table(smoke_runs):
     assert "profile smoke, 64 px input" in md and "| model |" in md
     executed = (smoke_runs / "04_gradcam.out.ipynb").read_text()
     assert "resnext50_32x4d-fedavg-seed0 is not a finished run" in executed
+
+
+# ---------------------------------------------------------------- where explain may write (issue 26)
+
+
+def _run_over_data(tmp_path: Path) -> tuple[Path, Path]:
+    """A finished run's config.json and final.json over a data folder with one image: enough
+    for explain's checks, which come before any model or image is loaded."""
+    from fedlib.config import to_dict
+
+    data = tmp_path / "data"
+    (data / "test").mkdir(parents=True)
+    (data / "test" / "te0.png").write_bytes(b"an image")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    cfg = resolve("smoke", data_dir=str(data))
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg)))
+    (run_dir / "final.json").write_text("{}")
+    return run_dir, data
+
+
+@pytest.mark.parametrize("where", ["an image", "a new file", "the run's config", "a folder"])
+def test_explain_never_writes_inside_the_data_or_over_the_run(where, tmp_path, capsys):
+    """Issue 26: ``explain --out`` naming an image of the run's data overwrote it with the figure."""
+    from fedlib.cli import main
+
+    run_dir, data = _run_over_data(tmp_path)
+    out = {
+        "an image": data / "test" / "te0.png",
+        "a new file": data / "g.png",
+        "the run's config": run_dir / "config.json",
+        "a folder": tmp_path,
+    }[where]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    assert main(["explain", "--run", str(run_dir), "--out", str(out)]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fedlib: error: --out {out} ") and "\n" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_explain_of_a_run_whose_data_moved_says_where_it_looks(tmp_path, capsys):
+    """The advice named --data, which explain does not have."""
+    from fedlib.cli import main
+
+    run_dir, _ = _run_over_data(tmp_path)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+
+    assert main(["explain", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the data {run_dir} was trained on, {tmp_path / 'gone'}, is not there any more" in err
+    assert "--data" not in err and "\n" not in err

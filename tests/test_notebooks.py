@@ -284,3 +284,86 @@ def test_a_bogus_model_fails_before_any_notebook_runs(tmp_path):
     with pytest.raises(UserError, match="bogus"):
         reproduce.reproduce(**smoke_args(tmp_path, models=["bogus"], reports_dir=str(tmp_path / "reports")))
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("notebook", ["02_loss_curves", "03_accuracy", "04_gradcam"])
+def test_an_analysis_notebook_that_finds_no_runs_fails_naming_runs_dir_and_writes_nothing(notebook, tmp_path):
+    """Issue 26: a mistyped runs_dir replaced every earlier figure and table with empty ones (exit 0)."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "table2_fl_accuracy.md").write_text("an earlier table\n")
+    typo = tmp_path / "runs" / "quikc"
+
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{notebook}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"runs_dir": str(typo), "figures_dir": str(figures), "models": MODELS},
+            kernel_name=reproduce.KERNEL,
+            progress_bar=False,
+        )
+
+    assert caught.value.ename == "UserError" and f"runs_dir {typo} does not exist" in caught.value.evalue
+    assert [p.name for p in figures.iterdir()] == ["table2_fl_accuracy.md"]
+    assert (figures / "table2_fl_accuracy.md").read_text() == "an earlier table\n"
+
+
+@pytest.mark.parametrize(
+    "notebook, parameter, value, words",
+    [
+        ("03_accuracy", "epsilon", -1, "notebook parameter epsilon must be a finite non-negative number, got -1"),
+        ("02_loss_curves", "seeds", "0", "notebook parameter seeds must be None or a list of non-negative integers"),
+        ("04_gradcam", "models", ["vgg16"], "notebook parameter models must be a list of model names"),
+    ],
+)
+def test_a_notebook_parameter_of_the_wrong_type_is_named(notebook, parameter, value, words, tmp_path):
+    """It was a cell traceback that did not name the parameter (and epsilon -1 was accepted)."""
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{notebook}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"runs_dir": str(tmp_path / "runs"), "figures_dir": str(tmp_path / "f"), parameter: value},
+            kernel_name=reproduce.KERNEL,
+            progress_bar=False,
+        )
+    assert caught.value.ename == "UserError" and words in caught.value.evalue, caught.value.evalue
+    assert not (tmp_path / "f").exists()
+
+
+def test_sigterm_while_a_notebook_runs_is_one_line(tmp_path):
+    """SIGTERM during `fedlib study` printed about 170 lines (asyncio's report of the cell it cut short)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    started = tmp_path / "started"
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(300)")
+        ]
+    )
+    nbformat.write(notebook, tmp_path / "slow.ipynb")
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from fedlib import cli, reproduce
+
+        def slow(args):  # a command that runs a notebook, as study and reproduce do
+            reproduce.execute(Path({str(tmp_path / "slow.ipynb")!r}), Path({str(tmp_path / "out.ipynb")!r}), {{}}, progress=False)
+
+        cli.cmd_params = slow
+        sys.exit(cli.main(["params"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the notebook's cell never started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "fedlib: interrupted", err

@@ -317,3 +317,48 @@ def test_the_mismatch_sentence_reaches_the_command_line(tmp_path, monkeypatch, c
     assert err.startswith(f"fedlib: error: {Path('runs/smoke') / data.tag / 'resnet18-central-seed0'} was trained")
     assert 'pooled_budget: "matched" in the run, "paper" now' in err
     assert json.loads((run / "config.json").read_text())["pooled_budget"] == "matched"
+
+
+# ---------------------------------------------------------------- every option checked before work (issue 26)
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"seeds": [-1]}, "--seeds must be one or more distinct non-negative integers, got [-1]"),
+        ({"runs_dir": "a-file"}, "a-file is a file, not a folder; choose another --runs-dir"),
+        ({"figures_dir": "a-file/figures"}, "a-file is a file, not a folder; choose another --figures-dir"),
+        ({"reports_dir": "a-file"}, "a-file is a file, not a folder; choose another --reports-dir"),
+    ],
+)
+def test_a_bad_option_is_refused_before_any_work(tmp_path, monkeypatch, fields, words):
+    """They were found only inside a notebook, after 30 s of work."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError) as caught:
+        reproduce.Reproduction(profile="smoke", **fields).checked()
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--report", "out.txt"], "--report out.txt must name a notebook file (.ipynb)"),
+        (["--report", "a-file/r.ipynb"], "a-file is a file, not a folder; choose another --report"),
+        (["--runs-dir", "a-file"], "a-file is a file, not a folder; choose another --runs-dir"),
+        (["--seeds", "-1"], "--seeds must be one or more distinct non-negative integers, got [-1]"),
+    ],
+)
+def test_study_checks_its_options_before_any_work(tmp_path, monkeypatch, capsys, argv, words):
+    """A bad --report started the whole study."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+
+    def started(*args, **kwargs):
+        raise AssertionError("the study started")
+
+    monkeypatch.setattr(folder, "data_set", started)
+    monkeypatch.setattr(reproduce, "execute", started)
+    assert cli.main(["study", "--profile", "smoke", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err, err

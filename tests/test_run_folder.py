@@ -380,3 +380,77 @@ def test_a_checkpoint_of_the_older_loop_is_refused_and_left_alone(data_dir, tmp_
     with pytest.raises(UserError, match="older fedlib"):
         run(cfg, out, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- the run folder is the truth (issue 26)
+
+
+def test_resume_refuses_a_hand_edited_config_json_naming_the_changed_keys(data_config, tmp_path, capsys):
+    """A hand edit (lr 0.001 -> 0.5) on an unfinished run was applied on --resume without a word."""
+    out = tmp_path / "r"
+    assert main(argv(data_config, out, "--rounds", "1")) == 0
+    (out / "final.json").unlink()  # as if stopped after round 1 of a longer run
+    path = out / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "lr": 0.5, "rounds": 3}, indent=2))
+    before = snapshot(out)
+    assert main(argv(data_config, out, "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json was edited after the run wrote it: lr (0.001 -> 0.5), rounds (1 -> 3)" in err, err
+    assert "\n" not in err and snapshot(out) == before
+    with pytest.raises(UserError, match="edited after the run wrote it"):
+        run(config.load_saved(out), out, resume=True, progress=False)
+
+
+def test_resume_accepts_what_the_run_wrote_after_a_resume_changed_it(data_config, tmp_path):
+    out = tmp_path / "r"
+    assert main(argv(data_config, out, "--rounds", "1")) == 0
+    (out / "final.json").unlink()
+    assert main(argv(data_config, out, "--resume", "--rounds", "2")) == 0  # config.json now says 2 rounds
+    (out / "final.json").unlink()
+    assert main(argv(data_config, out, "--resume", "--rounds", "3")) == 0
+
+
+def test_overwrite_through_a_symbolic_link_replaces_its_target_and_keeps_the_link(data_config, earlier, capsys):
+    """--out a link to a finished run: --overwrite trained, swapped, then failed with "Cannot call
+    rmtree on a symbolic link", leaving a .replaced folder that made every rerun fail."""
+    link = earlier.parent / "latest"
+    link.symlink_to(earlier)
+    for _ in range(2):
+        assert main(argv(data_config, link, "--overwrite", "--rounds", "1")) == 0, capsys.readouterr().err
+        assert link.is_symlink() and link.resolve() == earlier and is_finished(earlier)
+        assert siblings(earlier) == [] and siblings(link) == []
+
+
+def test_a_swap_cut_between_its_renames_is_recovered_before_resume_judges_the_folder(data_config, earlier):
+    """Killed between the two renames of an unfinished replacement: .r.replaced holds the run and
+    r is gone; the next --resume puts it back (as ``recover`` does) instead of finding no run."""
+    before = snapshot(earlier)
+    replacing = earlier.with_name(".r.replacing")
+    replacing.mkdir()
+    io.write_json(replacing / "config.json", {"tag": "unfinished"})
+    os.replace(earlier, earlier.with_name(".r.replaced"))
+    assert main(argv(data_config, earlier, "--resume")) == 0
+    assert snapshot(earlier) == before and siblings(earlier) == []
+
+
+def test_a_full_disk_inside_torch_save_is_one_line_naming_the_file(data_config, earlier, monkeypatch, capsys):
+    """torch.save turns a failed write into 'RuntimeError: unexpected pos' (a 51-line traceback);
+    here the checkpoint is written to /dev/full, as a full disk answers."""
+    import tempfile
+
+    before = snapshot(earlier)
+    make = tempfile.mkstemp
+
+    def full(dir, prefix, suffix):
+        fd, name = make(dir=dir, prefix=prefix, suffix=suffix)
+        if prefix.startswith(".next.pt"):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, name
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", full)
+    assert main(argv(data_config, earlier, "--overwrite")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "next.pt (No space left on device)" in err and "\n" not in err, err
+    assert f"the earlier run in {earlier} is unchanged" in err
+    assert snapshot(earlier) == before and siblings(earlier) == []

@@ -201,12 +201,28 @@ def test_existing_folder_is_refused_and_left_untouched_without_overwrite(tmp_pat
 
 def test_overwrite_replaces_the_folder_whole(tmp_path):
     out = tmp_path / "taken"
-    out.mkdir()
+    write_synthetic(out, TINY, progress=False)
     (out / "keep.txt").write_text("old")
 
     write_synthetic(out, TINY, progress=False, overwrite=True)
 
     assert not (out / "keep.txt").exists() and is_synthetic(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_overwrite_refuses_a_folder_synth_did_not_write_and_leaves_it_untouched(tmp_path, capsys):
+    """Issue 26: ``synth --overwrite`` on someone's folder deleted its files (exit 0)."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    assert main(["synth", "--out", str(out), "--overwrite", "--n-train", "6", "--n-test", "3", "--quiet"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("fedlib: error: --overwrite replaces only folders written by fedlib synth") and "\n" not in err
+    )
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
@@ -222,3 +238,37 @@ def test_a_failing_run_leaves_no_folder(tmp_path, monkeypatch):
         write_synthetic(tmp_path / "out", TINY, progress=False)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """PIL's write errors name no file: the line names the folder being written."""
+    import errno
+    import os
+
+    import fedlib.data.synthetic as synthetic
+
+    def full(job):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "_write_one", full)
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--n-train", "6", "--n-test", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot read or write {out} (No space left on device)" in err and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_never_replaces_a_folder_of_other_files_where_the_synthetic_set_goes(tmp_path, capsys):
+    from fedlib.config import resolve
+    from fedlib.data.resolve import synthetic_root
+
+    root = synthetic_root(resolve("smoke", data_dir=str(tmp_path / "data")))
+    root.mkdir(parents=True)
+    (root / "notes.txt").write_text("mine")
+    (tmp_path / "c.yaml").write_text(f"data_dir: {tmp_path / 'data'}\n")
+
+    argv = ["train", "--profile", "smoke", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{root} is where the synthetic data set goes, but it holds other files" in err and "\n" not in err
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]

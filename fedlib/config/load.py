@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, bounded
 from .fields import FIELDS as _FIELDS
 from .fields import RESUME_CHANGEABLE, TrainConfig
 from .profiles import PROFILE_MODEL_OVERRIDES, PROFILES
@@ -19,10 +19,10 @@ from .validate import validate
 
 def from_dict(values: dict, source: str = "config") -> dict:
     """Check keys and types of a partial config; unknown keys are an error, not ignored."""
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(map(str, set(values) - set(_FIELDS)))
     if unknown:
         raise UserError(
-            f"{source} has unknown key(s) {', '.join(unknown)}; valid keys are the fields of "
+            f"{source} has unknown key(s) {bounded(', '.join(unknown))}; valid keys are the fields of "
             "fedlib.config.TrainConfig (fedlib train --help lists them)."
         )
     return dict(values)
@@ -32,20 +32,41 @@ def load_file(path: str | Path) -> dict:
     """Read a JSON or YAML config file (partial configs are fine)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass an existing JSON or YAML file to --config.")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise UserError(f"config file {path} {what}; pass an existing JSON or YAML file to --config.")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(
+                f"config file {path} holds {path.stat().st_size} bytes, more than a config file can need "
+                f"(at most {MAX_CONFIG_BYTES}); pass the right file."
+            )
         text = path.read_text(encoding="utf-8")
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        values = json.loads(text) if path.suffix == ".json" else _load_yaml(text, path)
     except UnicodeDecodeError as exc:
         raise UserError(f"config file {path} is not UTF-8 text ({exc.reason}); save it as UTF-8.") from None
     except OSError as exc:
         raise UserError(f"config file {path} cannot be read ({exc.strerror}); check its permissions.") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())  # YAML's messages span several lines
-        raise UserError(f"config file {path} is not valid JSON/YAML ({detail}); fix its syntax.") from None
+        raise UserError(f"config file {path} is not valid JSON/YAML ({bounded(detail)}); fix its syntax.") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values.")
     return from_dict(values, source=f"config file {path}")
+
+
+# A config file holds a few dozen settings: a megabyte is far more than any needs, and a
+# file above it is the wrong file (or an attack), refused before it is parsed.
+MAX_CONFIG_BYTES = 2**20
+
+
+def _load_yaml(text: str, path: Path):
+    """``yaml.safe_load`` without aliases: a few hundred bytes of nested aliases expand to
+    millions of values (a 269-byte file gave an 80 MB error line)."""
+    if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+        raise UserError(
+            f"config file {path} uses YAML aliases (*name), which fedlib does not expand; write the values out."
+        )
+    return yaml.safe_load(text)
 
 
 def resolve(profile: str = "paper", file: str | Path | None = None, **overrides) -> TrainConfig:

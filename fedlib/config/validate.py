@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from ..errors import UserError
+from ..errors import UserError, quoted
 from .fields import TrainConfig
 from .profiles import PROFILES
 
@@ -48,8 +48,13 @@ def check_types(cfg: TrainConfig) -> None:
         if not _type_ok(value, kinds):
             expected = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
             raise UserError(
-                f"config field {f.name} must be {expected}, got {value!r}; "
+                f"config field {f.name} must be {expected}, got {quoted(value)}; "
                 "fix it in the config file or on the command line."
+            )
+        if isinstance(value, str) and "\0" in value:  # no path or name can hold one (a traceback once)
+            raise UserError(
+                f"config field {f.name} holds a NUL byte ({quoted(value)}); fix it in the config file or on "
+                "the command line."
             )
 
 
@@ -61,6 +66,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from ..partition import PARTITIONS
 
     check_types(cfg)
+    _check(  # first: the checks below count the clients a round from it (nan once was a traceback)
+        isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
+        f"--fraction must be in (0, 1], got {cfg.fraction}.",
+    )
 
     _check(cfg.model in MODEL_NAMES, f"unknown model {cfg.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
     _check(cfg.mode in MODES, f"unknown mode {cfg.mode!r}; choose one of {', '.join(MODES)}.")
@@ -100,10 +109,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
     _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
-    _check(
-        isinstance(cfg.fraction, int | float) and 0 < cfg.fraction <= 1,
-        f"--fraction must be in (0, 1], got {cfg.fraction}.",
-    )
     for name in (
         "rounds",
         "clients",

@@ -8,10 +8,11 @@ runs memory-map. The random crop and flip happen per batch on the stored
 arrays (``fedlib.data.transforms``).
 
 The cache file name holds a sha256 of the split file's bytes, the image
-folder's absolute path, S and ``FORMAT_VERSION``: edit the split file, point
-at another folder or change the size and a new file is built; the old one is
-left alone (delete the cache folder to reclaim the space). Replacing an image
-file in place keeps the same key; delete the cache after doing that.
+folder's absolute path, S, ``FORMAT_VERSION`` and each listed image's size and
+modification time: edit the split file, replace or truncate an image, point at
+another folder or change the size and a new file is built (a damaged image then
+stops the build in one line); the old one is left alone (delete the cache
+folder to reclaim the space).
 
 A build writes ``<name>.<pid>.tmp`` and renames it when complete. Ctrl-C
 (SIGINT) or SIGTERM during a build stops the decode workers, removes the
@@ -21,9 +22,11 @@ run builds the cache afresh; only SIGKILL can leave a ``.tmp`` file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,9 +164,16 @@ def _fill_on_workers(out_path: Path, paths: list[str], size: int, workers: int, 
             proc.wait()
 
 
-def _worker_died(proc, out_path: Path) -> RuntimeError:
+def _worker_died(proc, out_path: Path) -> Exception:
+    code = proc.wait()
+    if code == -signal.SIGBUS:  # a write into the memory-mapped file found no disk block to land in
+        return OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: a decoding worker was killed by SIGBUS writing it",
+            str(out_path),
+        )
     return RuntimeError(
-        f"an image decoding worker ended unexpectedly (exit code {proc.wait()}) while building "
+        f"an image decoding worker ended unexpectedly (exit code {code}) while building "
         f"{out_path}; its error, if any, is above"
     )
 
@@ -246,11 +256,15 @@ def decode_split(
     return images, _labels(records), records
 
 
-def cache_key(split_file: Path, image_dir: Path, size: int) -> str:
-    """Hex sha256 of what the cached pixels depend on."""
+def cache_key(split_file: Path, image_dir: Path, size: int, records: list[Record] = ()) -> str:
+    """Hex sha256 of what the cached pixels depend on: the split file, the image folder, the
+    size, and each listed image's size and modification time (a replaced image rebuilds)."""
     digest = hashlib.sha256()
     digest.update(f"fedlib-cache-v{FORMAT_VERSION}\0{image_dir.resolve()}\0{size}\0".encode())
     digest.update(split_file.read_bytes())
+    for record in records:
+        stat = (image_dir / record.filename).stat()
+        digest.update(f"\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
@@ -287,7 +301,7 @@ def load_split_arrays(
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"Cannot create the cache folder {cache_dir} ({err}); pass a writable cache_dir.") from err
-    path = cache_dir / f"{split}_{size}px_{cache_key(split_file, image_dir, size)[:24]}.npy"
+    path = cache_dir / f"{split}_{size}px_{cache_key(split_file, image_dir, size, records)[:24]}.npy"
     shape = (len(records), size, size, 3)
 
     images = _open_cached(path, shape)
@@ -321,10 +335,12 @@ def _build(path: Path, shape, fill) -> None:
     same cache at once (e.g. Flower clients) do not write into each other's file.
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    _check_free_space(path, int(np.prod(shape)))
     try:
         with _sigterm_raises():
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             del out  # the workers open the file themselves
+            _allocate(tmp)
             fill(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -332,6 +348,44 @@ def _build(path: Path, shape, fill) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# Room left free beside a cache: other files (checkpoints, logs) still need to be written.
+_SPARE = 64 * 2**20
+
+
+def _check_free_space(path: Path, size: int) -> None:
+    """Refuse a build the disk cannot hold, before any file is written (its size is known)."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # cannot tell: the build itself reports a full disk
+    if free < size + _SPARE:
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: the image cache needs {_mb(size)} and {path.parent} has "
+            f"{_mb(free)} free; free space or delete old caches there",
+            str(path),
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.0f} MB"
+
+
+def _allocate(tmp: Path) -> None:
+    """Give the sparse .npy file its disk blocks now: a full disk is then an error here, and
+    never a SIGBUS in a worker writing into the memory-mapped file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(err.errno, err.strerror, str(tmp)) from None
+    finally:
+        os.close(fd)
 
 
 @contextmanager

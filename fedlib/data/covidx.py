@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from fedlib.errors import UserError
+from fedlib.errors import UserError, quoted
 
 CLASSES = ("pneumonia", "normal", "COVID-19")  # the authors' index map: pneumonia=0, normal=1, COVID-19=2
 _LABEL_INDEX = {name.lower(): i for i, name in enumerate(CLASSES)}
@@ -59,6 +59,11 @@ MAX_PIXELS = 50_000_000
 # 1:8 an image is a strip, not a radiograph, and resizing its short side to 256
 # would make the long side tens of thousands of pixels.
 MAX_ASPECT = 8
+
+
+# COVIDx v9's train split is about 2.5 MB (30,000 lines); a split file twenty-five times that is
+# the wrong file (or 100 MB of padding, which once made a 419 MB error line), refused unread.
+MAX_SPLIT_BYTES = 64 * 2**20
 
 
 class RepeatedImageWarning(UserWarning):
@@ -130,7 +135,12 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
     path = Path(path)
     try:
         if not path.is_file():
-            raise UserError(f"Split file {path} does not exist; check the path.")
+            raise UserError(f"Split file {path} {_not_a_file(path)}; check the path.")
+        if path.stat().st_size > MAX_SPLIT_BYTES:
+            raise UserError(
+                f"Split file {path} holds {path.stat().st_size} bytes, more than a COVIDx split file can "
+                f"(at most {MAX_SPLIT_BYTES}); point at the right file."
+            )
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(f"Split file {path} is not UTF-8 text ({err.reason}); point at a COVIDx split file.") from err
@@ -150,7 +160,7 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
         if len(columns) < 3:
             raise UserError(
                 f"{path} line {number}: expected 'patientid filename label [source]' but found "
-                f"{len(columns)} column(s) in {line.strip()!r}; fix or remove the line."
+                f"{len(columns)} column(s) in {quoted(line.strip())}; fix or remove the line."
             )
         patient_id, filename, label_name = columns[:3]
         label = _LABEL_INDEX.get(label_name.lower())
@@ -159,14 +169,20 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
         name = PurePosixPath(filename)
         if name.is_absolute() or ".." in name.parts:
             raise UserError(
-                f"{path} line {number}: file name {filename!r} points outside the image folder; "
+                f"{path} line {number}: file name {quoted(filename)} points outside the image folder; "
                 "list each image by its name inside the split's image folder."
             )
-        if filename in first:
-            first_number, kept = first[filename]
+        if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+            raise UserError(
+                f"{path} line {number}: file name {quoted(filename)} holds a control character (a NUL byte, ...); "
+                "fix the line or the file name."
+            )
+        key = str(name)  # compared after normalising: ./a.png and a//b.png are a.png and a/b.png
+        if key in first:
+            first_number, kept = first[key]
             if kept.label != label:
                 raise UserError(
-                    f"{path} lines {first_number} and {number} both list {filename!r}, as "
+                    f"{path} lines {first_number} and {number} both list {quoted(filename)}, as "
                     f"{CLASSES[kept.label]} and {CLASSES[label]}; remove the line with the wrong label."
                 )
             repeat_lines += 1
@@ -175,7 +191,7 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
             continue
         source = columns[3] if len(columns) >= 4 else "unknown"
         record = Record(patient_id, filename, label, source)
-        first[filename] = (number, record)
+        first[key] = (number, record)
         records.append(record)
     if not records:
         raise UserError(f"Split file {path} has no records; point at a non-empty COVIDx split file.")
@@ -188,11 +204,11 @@ def _unknown_label(path: Path, number: int, columns: list[str]) -> None:
     if later is not None:  # the words before the label spilled over: a name with a space in it
         raise UserError(
             f"{path} line {number}: the label {columns[later]!r} is column {later + 1}, not 3, so the file "
-            f"name seems to contain a space ({' '.join(columns[1:later])!r}); file names with spaces are not "
+            f"name seems to contain a space ({quoted(' '.join(columns[1:later]))}); file names with spaces are not "
             "supported, rename the file and its line."
         )
     raise UserError(
-        f"{path} line {number}: unknown label {columns[2]!r}; valid labels are {', '.join(CLASSES)} (any case)."
+        f"{path} line {number}: unknown label {quoted(columns[2])}; valid labels are {', '.join(CLASSES)} (any case)."
     )
 
 
@@ -213,7 +229,7 @@ def _decode(path) -> Image.Image:
     """Decode to mode L (grayscale) or RGB; ``load_image`` and the cache share it."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"Image file {path} does not exist; check the split file and the image folder.")
+        raise UserError(f"Image file {path} {_not_a_file(path)}; check the split file and the image folder.")
     if path.stat().st_size == 0:
         raise UserError(
             f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file."
@@ -226,7 +242,7 @@ def _decode(path) -> Image.Image:
         with img:
             _check_size(path, *img.size)  # from the header, before any pixel is decoded
             img.load()  # decodes now, so a truncated file fails here and not later
-            return _to_l_or_rgb(img)
+            return _to_l_or_rgb(img, path)
     except PermissionError as err:
         raise UserError(
             f"Image file {path} cannot be read ({err.strerror}); give this user read access to it."
@@ -254,11 +270,17 @@ def _check_size(path: Path, width: int, height: int) -> None:
 _LIMITS = f" (at most {MAX_PIXELS // 1_000_000} megapixels and a side ratio of {MAX_ASPECT}:1)"
 
 
-def _to_l_or_rgb(img: Image.Image) -> Image.Image:
+def _to_l_or_rgb(img: Image.Image, path: Path) -> Image.Image:
     if img.mode in ("L", "RGB"):
         return img.copy()
     if img.mode.startswith("I") or img.mode == "F":
         values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():  # a float image: NaN or inf would be cached as black
+            bad = int(np.size(values) - np.isfinite(values).sum())
+            raise UserError(
+                f"Image file {path} has {bad} pixel(s) that are not finite numbers (NaN or infinity); "
+                "export it again or remove its line from the split file."
+            )
         low, high = values.min(), values.max()
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
@@ -282,12 +304,33 @@ def _check_root(root) -> Path:
     return root
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is no file to read: missing, or something else (a folder, a FIFO, a device)."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    return "is not a regular file (a FIFO, a device, ...)" if path.exists() else "does not exist"
+
+
+def _in_root(root: Path, layout: Layout, field: str) -> Path:
+    """``root / layout.<field>``, which must name something inside the data root, whether it
+    came from an option or a config file (``../../etc/passwd`` once printed that file's first line)."""
+    name = PurePosixPath(getattr(layout, field))
+    if "\0" in str(name):
+        raise UserError(f"Layout.{field} (CLI --{field.replace('_', '-')}) {quoted(str(name))} holds a NUL byte.")
+    if name.is_absolute() or ".." in name.parts:
+        raise UserError(
+            f"Layout.{field} (CLI --{field.replace('_', '-')}) {quoted(str(name))} points outside the data root "
+            f"{root}; name a file or folder inside it."
+        )
+    return root / name
+
+
 def _split_file(root: Path, split: str, layout: Layout) -> Path:
     field = f"{split}_split"
-    path = root / getattr(layout, field)
+    path = _in_root(root, layout, field)
     if not path.is_file():
         raise UserError(
-            f"Split file {path} does not exist; set Layout.{field} (CLI --{field.replace('_', '-')}) "
+            f"Split file {path} {_not_a_file(path)}; set Layout.{field} (CLI --{field.replace('_', '-')}) "
             "to the name your COVIDx release uses, e.g. train_split_v3.txt / test_split_v3.txt."
         )
     return path
@@ -305,7 +348,7 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     split_path = _split_file(root, split, layout)
     records = parse_split_file(split_path)
     field = f"{split}_dir"
-    image_dir = root / getattr(layout, field)
+    image_dir = _in_root(root, layout, field)
     if not image_dir.is_dir():
         raise UserError(
             f"Image folder {image_dir} does not exist; set Layout.{field} (CLI --{field.replace('_', '-')}) to the folder holding the {split} images."
@@ -318,7 +361,7 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
             target = (image_dir / r.filename).resolve()
             if not any(target.is_relative_to(base) for base in inside):
                 raise UserError(
-                    f"{split_path} line {_line_of(split_path, r.filename)}: {r.filename!r} is a link to "
+                    f"{split_path} line {_line_of(split_path, r.filename)}: {quoted(r.filename)} is a link to "
                     f"{target}, outside the data root {root}; copy the image into {image_dir} or link the "
                     "whole image folder instead."
                 )
@@ -326,7 +369,7 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     if missing:
         raise UserError(
             f"{len(missing)} of {len(records)} images listed in {split_path} are "
-            f"missing from {image_dir} (first: {missing[0]!r}); finish the download or fix the split file."
+            f"missing from {image_dir} (first: {quoted(missing[0])}); finish the download or fix the split file."
         )
     return records, image_dir
 

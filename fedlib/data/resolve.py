@@ -70,6 +70,11 @@ def ensure_data_root(cfg, progress: bool = True) -> Path:
         return root
     root = synthetic_root(cfg)
     if not is_synthetic(root):
+        if root.is_dir() and any(root.iterdir()):  # never replaced: synth did not write it
+            raise UserError(
+                f"{root} is where the synthetic data set goes, but it holds other files (no synthetic.json); "
+                "move them away, or set data_dir to another folder."
+            )
         write_synthetic(root, synth_config(cfg), progress=progress, overwrite=root.exists())
     return root
 

@@ -337,8 +337,14 @@ def write_synthetic(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; pass a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output {out} exists and is not empty; pass overwrite=True or choose another folder.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"output {out} exists and is not empty; pass --overwrite or choose another folder.")
+        if not is_synthetic(out):  # its own marker: --overwrite never deletes a folder synth did not write
+            raise UserError(
+                f"--overwrite replaces only folders written by fedlib synth, and {out} is not one (no "
+                "synthetic.json); choose another --out, or move that folder away yourself."
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -392,6 +398,9 @@ def write_synthetic(
             shutil.rmtree(old)
         else:
             os.replace(tmp, out)
+    except OSError as exc:  # a full disk: one line naming the folder (PIL's errors name no file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(out)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

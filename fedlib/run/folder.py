@@ -48,9 +48,9 @@ from typing import NamedTuple
 from .. import config
 from ..errors import UserError
 from .io import atomic_write_text
+from .marker import MARKER, MARKER_HEAD, check_config, write_config  # noqa: F401 (re-exported)
 
 PROGRESS = "progress"  # the run's one-line status, rewritten after each round or epoch (fedlib.loop)
-MARKER = ".fedlib-run"  # written first into every run folder: what --overwrite may replace
 # What a run folder holds; a folder of only these (and config.json) is a run of an older fedlib
 # that had no marker yet.
 RUN_ENTRIES = {
@@ -284,6 +284,30 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool, data_roots=())
         )
 
 
+def real_out(run_dir) -> Path:
+    """The run folder a command writes: the target of a symbolic link (renames and deletions
+    act on the folder itself, never on the link), else ``run_dir`` as given."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_symlink():
+        return run_dir
+    target = Path(os.path.realpath(run_dir))
+    if target.is_symlink():  # realpath stops where links go round in a loop
+        raise UserError(
+            f"--out {run_dir} is a symbolic link that leads round in a loop; point it at a folder or choose another --out."
+        )
+    return target
+
+
+def recover_leftovers(run_dir: Path) -> None:
+    """``recover`` under the lock, when a killed replacement left anything beside the run
+    (checked before the target is judged: a kill between the two renames leaves no run)."""
+    run_dir = Path(run_dir)
+    _, replacing, replaced = _siblings(run_dir)
+    if any(p.exists() or p.is_symlink() for p in (replacing, replaced)):
+        with locked(run_dir):
+            recover(run_dir)
+
+
 def progress_files(run_dir: Path) -> tuple[Path, Path]:
     """Where a run into ``run_dir`` writes its status line: in place, or in the replacement
     that --overwrite trains beside the run (``transaction``)."""
@@ -321,12 +345,20 @@ def recover(run_dir: Path) -> None:
     """Finish or undo a replacement that a killed process left half done (call under the lock)."""
     run_dir = Path(run_dir)
     _, replacing, replaced = _siblings(run_dir)
-    if replaced.exists():
+    if replaced.exists() or replaced.is_symlink():
         if not run_dir.exists():  # killed between the two renames of a finished replacement
             os.replace(replacing if is_finished(replacing) else replaced, run_dir)
-        shutil.rmtree(replaced, ignore_errors=True)
-    if replacing.exists():  # a replacement that never finished: the old run stands
-        shutil.rmtree(replacing)
+        _remove(replaced)
+    if replacing.exists() or replacing.is_symlink():  # a replacement that never finished: the old run stands
+        _remove(replacing)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder left beside a run; a link (left by an older fedlib) only as a link."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -344,7 +376,8 @@ def transaction(run_dir: Path, *, resume: bool):
         _, replacing, replaced = _siblings(run_dir)
         if resume or not (run_dir.is_dir() and any(run_dir.iterdir())):
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / MARKER, "fedlib run folder\n")
+            if not (run_dir / MARKER).is_file():  # a resumed run's marker keeps its copy of config.json
+                atomic_write_text(run_dir / MARKER, MARKER_HEAD)
             try:
                 yield run_dir
             except BaseException as exc:
@@ -356,7 +389,7 @@ def transaction(run_dir: Path, *, resume: bool):
             return
         replacing.mkdir()
         try:
-            atomic_write_text(replacing / MARKER, "fedlib run folder\n")
+            atomic_write_text(replacing / MARKER, MARKER_HEAD)
             yield replacing
         except BaseException as exc:
             shutil.rmtree(replacing, ignore_errors=True)

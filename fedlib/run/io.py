@@ -44,21 +44,58 @@ def signals_deferred():
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    An I/O error (a full disk) is an ``OSError`` naming ``path`` with the system's words,
+    also when the writer hid it (torch.save turns a failed write into ``RuntimeError:
+    unexpected pos``), and the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with signals_deferred():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
+            with os.fdopen(fd, "wb") as raw:
+                fh = _Recording(raw)
+                try:
+                    write(fh)
+                except Exception as exc:
+                    if fh.error is None or isinstance(exc, OSError):
+                        raise
+                    raise fh.error from None  # the write error a library reported in its own words
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
             os.replace(tmp, path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class _Recording:
+    """A file that remembers the first error of a write, for writers that replace it with their own."""
+
+    def __init__(self, fh) -> None:
+        self._fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -67,8 +104,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Strict JSON: NaN (an undefined rate, e.g. PPV of a class never predicted) becomes null."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj) -> str:
+    """The text ``write_json`` writes."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n"
 
 
 def _finite(obj):

@@ -20,7 +20,7 @@ import pandas as pd
 from torch import nn
 
 from ..config import TrainConfig, from_dict
-from ..errors import UserError
+from ..errors import UserError, bounded
 from ..metrics import at_chance, chance_level, slug, summarize_confusion
 from ..models import build_model
 from ..train import pick_hardware
@@ -151,6 +151,17 @@ def find_runs(
         ):
             found.append(run)
     return sorted(found, key=lambda r: (r.model, r.mode, r.seed))
+
+
+def require_runs(runs: list[Run], runs_dir) -> None:
+    """Refuse an empty report: an analysis notebook that finds no finished run (a mistyped
+    ``runs_dir``) stops here, before it replaces a figure or table with an empty one."""
+    if not runs:
+        where = "does not exist" if not Path(runs_dir).is_dir() else "holds no finished run of these models and seeds"
+        raise UserError(
+            f"runs_dir {bounded(runs_dir)} {where}; nothing was written. Point runs_dir at the folder "
+            "`fedlib reproduce` trained into (runs/<profile>/<data tag>)."
+        )
 
 
 def check_one_dataset(runs: list[Run]) -> None:
