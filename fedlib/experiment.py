@@ -107,7 +107,7 @@ def new_model(cfg: TrainConfig, num_classes: int, hw: Hardware) -> nn.Module:
     forward compiled when ``cfg.compile`` (``fedlib.train.compile_model``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "init"))
-        model = build_model(cfg.model, num_classes=num_classes, norm=cfg.model_norm)
+        model = build_model(cfg.model, num_classes, cfg.model_norm, cfg.head_grid)
     model = model.to(hw.device)
     if hw.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -213,7 +213,7 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
 
 def describe(exp: Experiment) -> dict:
     """Facts about the run that are not config: what data, how clients were split."""
-    model = build_model(exp.cfg.model, num_classes=len(exp.data.classes), norm=exp.cfg.model_norm)
+    model = build_model(exp.cfg.model, len(exp.data.classes), exp.cfg.model_norm, exp.cfg.head_grid)
     return {
         "data_root": str(exp.data.root),
         "synthetic": exp.data.synthetic,

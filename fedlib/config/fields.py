@@ -62,6 +62,13 @@ class TrainConfig:
     )
     profile: str = knob("paper", "training", "the profile these values started from (recorded, not re-applied)")
     image_size: int = knob(224, "training", "input size in pixels; the paper resizes to 224 x 224", flag="--image-size")
+    covidnet_grid: int = knob(
+        0,
+        "training",
+        "COVID-Net: the grid its head flattens; 0 = its last stage's own (image size / 32: the paper's 7x7 "
+        "at 224 px, 2x2 at 64 px), 7 = the paper's 117.6M parameters at any size",
+        flag="--covidnet-grid",
+    )
     clients: int = knob(5, "federation", "clients K (hospitals)", flag="--clients")
     fraction: float = knob(
         0.4,
@@ -295,6 +302,11 @@ class TrainConfig:
         from ..data.covidx import Layout
 
         return Layout(self.train_split, self.test_split, self.train_dir, self.test_dir)
+
+    @property
+    def head_grid(self) -> int:
+        """The grid COVID-Net's head flattens (``covidnet_grid``, or the last stage's own)."""
+        return self.covidnet_grid or max(1, self.image_size // 32)
 
     @property
     def clients_per_round(self) -> int:

@@ -133,6 +133,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"--image-size must be an integer from 32 to {MAX_IMAGE_SIZE}, got {cfg.image_size!r}.",
     )
     _check(
+        isinstance(cfg.covidnet_grid, int) and 0 <= cfg.covidnet_grid <= 7,
+        f"--covidnet-grid must be an integer from 0 (the input's own grid) to 7 (the paper's), "
+        f"got {cfg.covidnet_grid!r}.",
+    )
+    _check(
         cfg.model_norm != "batch" or cfg.batch_size >= 2,
         f"--batch-size must be at least 2 for {cfg.model} (BatchNorm cannot normalise a single image), "
         f"got {cfg.batch_size}.",

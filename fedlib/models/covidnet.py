@@ -23,12 +23,18 @@ Where we differ from the port, and why:
   without it the five convs of a block collapse into one linear map.
 - The port max-pools each block output separately before summing; we pool the
   stage sum once (same shapes, fewer ops, one place to hook Grad-CAM).
-- An AdaptiveAvgPool2d(7) before the flatten. At 224 px the map is already 7x7
-  and the pool is the identity; it lets the quick profile run at 64 or 96 px
-  with the same 224 px architecture (and the same parameter count).
+- An AdaptiveAvgPool2d(grid) before the flatten, ``grid`` given by the caller
+  (``TrainConfig.head_grid``): by default the last stage's own grid, the input
+  side / 32. At 224 px that is the paper's 7x7 and the pool is the identity. At
+  the quick profile's 64 px it is 2x2, so the head flattens 2x2x2048 into its
+  1,024 units (8.4M weights) instead of copying each of the four values into a
+  7x7 grid for 102.8M weights that can only learn what 8.4M can. ``grid=7`` at
+  any size keeps the paper's parameter count (runs of fedlib before the grid
+  was chosen by the input were trained that way).
 
 Parameter counts at 224 px, 3 classes: small 117,559,299 (+0.1% vs 117.4M),
 large 127,585,027 (+0.1% vs 127.4M); most of it (102.8M) is the first FC layer.
+At 64 px with the 2x2 head: small 23,187,459.
 """
 
 import torch
@@ -90,7 +96,7 @@ class PEPXStage(nn.Module):
 class CovidNet(nn.Module):
     """COVID-Net; ``variant`` is "small" or "large" (large adds the 1x1 shortcuts)."""
 
-    def __init__(self, variant: str = "small", num_classes: int = 3):
+    def __init__(self, variant: str = "small", num_classes: int = 3, grid: int = 7):
         super().__init__()
         if variant not in ("small", "large"):
             raise ValueError(f"CovidNet variant must be 'small' or 'large', got {variant!r}.")
@@ -107,10 +113,10 @@ class CovidNet(nn.Module):
             in_channels = channels
         # features[-1] is the last stage, the Grad-CAM target.
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(7)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(7 * 7 * in_channels, 1024),
+            nn.Linear(grid * grid * in_channels, 1024),
             nn.ReLU(inplace=True),
             nn.Linear(1024, 256),
             nn.ReLU(inplace=True),

@@ -34,8 +34,11 @@ def _check_name(name: str) -> None:
         raise UserError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
 
-def build_model(name: str, num_classes: int = 3, norm: str = "batch") -> nn.Module:
+def build_model(name: str, num_classes: int = 3, norm: str = "batch", head_grid: int = 7) -> nn.Module:
     """A freshly initialised model whose forward returns (N, num_classes) logits.
+
+    ``head_grid``: the grid COVID-Net's head flattens (``TrainConfig.head_grid``; 7, the
+    default, is the paper's at 224 px); the other models pool globally and ignore it.
 
     ``norm="group"`` swaps every BatchNorm for GroupNorm (Opacus' own fix), the
     variant differential privacy needs: BatchNorm mixes samples of a batch, so
@@ -44,14 +47,14 @@ def build_model(name: str, num_classes: int = 3, norm: str = "batch") -> nn.Modu
     if norm == "group":
         from opacus.validators import ModuleValidator
 
-        return ModuleValidator.fix(build_model(name, num_classes))
+        return ModuleValidator.fix(build_model(name, num_classes, head_grid=head_grid))
     if norm != "batch":
         raise UserError(f"unknown norm {norm!r}; use 'batch' or 'group'.")
     _check_name(name)
     if name == "covidnet_small":
-        return CovidNet("small", num_classes)
+        return CovidNet("small", num_classes, head_grid)
     if name == "covidnet_large":
-        return CovidNet("large", num_classes)
+        return CovidNet("large", num_classes, head_grid)
     if name == "mobilenet_v2":
         model = tv.mobilenet_v2(weights=None)
         model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)

@@ -89,7 +89,9 @@ class Run:
         if checkpoint is None:
             raise UserError(f"{self.path} has no checkpoints/last.pt; train it again with --overwrite.")
         cfg = self.train_config
-        model = build_model(cfg.model, num_classes=len(self.final.get("classes", (0, 1, 2))), norm=cfg.model_norm)
+        # Runs of fedlib before covidnet_grid existed flattened COVID-Net's head at 7x7 at any size.
+        grid = cfg.head_grid if "covidnet_grid" in self.config else 7
+        model = build_model(cfg.model, len(self.final.get("classes", (0, 1, 2))), cfg.model_norm, grid)
         model.load_state_dict(checkpoint["model"])
         return model.to(pick_hardware(device).device).eval()
 
