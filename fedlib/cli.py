@@ -175,7 +175,7 @@ def cmd_reproduce(args) -> None:
 
     # Fields of every run's config (and of 00_data's); None: as the profile says.
     overrides = flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS))
-    seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
+    seeds = args.seeds if args.seeds is not None else None if args.seed is None else [args.seed]
     reproduce(
         profile=args.profile,
         data=args.data,
@@ -189,6 +189,8 @@ def cmd_reproduce(args) -> None:
         device=args.device,
         progress=not args.quiet,
         overrides=overrides,
+        jobs=args.jobs,
+        threads=args.threads,
     )
 
 
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=None, help="training modes (default: fedavg central)")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument(
-        "--seeds", nargs="+", type=int, default=None, help="train every model and mode once per seed (default: 0)"
+        "--seeds", nargs="+", type=int, help="train each model and mode per seed (default: quick 0 1 2, else 0)"
     )
     seeds.add_argument("--seed", type=int, default=None, help="one seed: the same as --seeds N")
     p.add_argument(
@@ -353,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         "set, reports/<profile>-<data tag>/ for any other data set)",
     )
     flags.add_flag(p, "device", default="auto")
+    p.add_argument("--jobs", type=int, help="training notebooks at once (default: 2 for quick, 1 for paper and smoke)")
+    p.add_argument("--threads", type=int, help="each training kernel's torch threads (default: cores / --jobs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group(
         "training options for every run (default: as the profile says)",

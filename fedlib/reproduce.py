@@ -24,14 +24,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import config
 from .errors import UserError
+from .notebook import KERNEL, Job, execute, execute_all
 from .run.folder import (
     RUN_KEYS,
     DataSet,
@@ -43,13 +41,18 @@ from .run.folder import (
     run_config,
     run_name,
     wanted_config,
-    watch_progress,
 )
 from .run.results import load_run
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-KERNEL = "fedlib"  # registered by `make setup` (python -m ipykernel install --sys-prefix --name fedlib)
+__all__ = ["KERNEL", "Reproduction", "execute", "plan", "reproduce"]
 DEFAULT_MODES = ("fedavg", "central")  # FedAvg and its pooled reference: what the paper's tables compare
+# Seeds per profile when none are given: a claim stands on 3 seeds (quick); paper and smoke train one.
+PROFILE_SEEDS = {"quick": (0, 1, 2)}
+# Training notebooks at once per profile when not given (otherwise one at a time). With more than
+# one, each kernel gets an equal share of the CPU's cores as torch threads: quick is sized for 2
+# cores, where two one-thread kernels train faster than one two-thread kernel (fedlib.notebook).
+PROFILE_JOBS = {"quick": 2}
 EPSILON = 0.05  # tolerance on |V_FED - V_SUM| that 03_accuracy reports against
 # Set per run by the reproduction itself; not accepted in ``overrides``.
 PER_RUN_KEYS = ("profile", *RUN_KEYS)
@@ -103,7 +106,9 @@ class Reproduction:
     fields as keywords.
 
     ``seeds`` trains every (model, mode) once per seed (``seed`` is the shorthand for one;
-    default 0); ``models`` defaults to the paper's, ``modes`` to ``DEFAULT_MODES``.
+    default ``PROFILE_SEEDS``, else 0); ``models`` defaults to the paper's, ``modes`` to
+    ``DEFAULT_MODES``. ``jobs`` training notebooks run at once, each kernel with ``threads``
+    torch threads (default ``PROFILE_JOBS``, else one at a time with torch's own count).
     ``overrides`` are extra TrainConfig fields for every run and for 00_data: the COVIDx
     layout (``train_split``...), ``val_fraction``, ``class_weight``, ``pooled_budget``,
     ``parallel_clients``, ``compile``; the tests send generated data to a temporary folder
@@ -126,6 +131,8 @@ class Reproduction:
     overrides: dict | None = None
     notebooks_dir: str | Path = NOTEBOOKS_DIR
     seed: int | None = None
+    jobs: int | None = None
+    threads: int | None = None
 
     def run_parameters(self, model: str | None = None, mode: str | None = None, seed: int | None = None) -> dict:
         """What ``run.folder.run_config`` resolves one run's config from (as 01_train's parameters);
@@ -148,8 +155,18 @@ class Reproduction:
 
         if self.seeds is not None and self.seed is not None:
             raise UserError("pass seeds or seed, not both (seed N is the shorthand for seeds [N]).")
-        seeds = [int(s) for s in (self.seeds if self.seeds is not None else [0 if self.seed is None else self.seed])]
+        if self.seeds is not None:
+            seeds = [int(s) for s in self.seeds]
+        else:
+            seeds = [self.seed] if self.seed is not None else list(PROFILE_SEEDS.get(self.profile, (0,)))
         check_seeds(seeds)
+        jobs = self.jobs if self.jobs is not None else PROFILE_JOBS.get(self.profile, 1)
+        threads = self.threads
+        if threads is None and isinstance(jobs, int) and jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+        for name, value in (("--jobs", jobs), ("--threads", threads)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserError(f"{name} must be an integer of at least 1, got {value!r}.")
         check_folders(runs_dir=self.runs_dir, figures_dir=self.figures_dir, reports_dir=self.reports_dir)
         reserved = sorted(set(self.overrides or {}) & set(PER_RUN_KEYS))
         if reserved:
@@ -163,6 +180,8 @@ class Reproduction:
             modes=list(self.modes) if self.modes else list(DEFAULT_MODES),
             seeds=seeds,
             seed=None,
+            jobs=jobs,
+            threads=threads,
             overrides=dict(self.overrides or {}),
             notebooks_dir=Path(self.notebooks_dir),
         )
@@ -315,73 +334,6 @@ def ensure_run(cfg: config.TrainConfig, out: str | Path, *, force: bool = False,
     return run(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
 
 
-def _show(line: str) -> None:
-    tqdm.write(f"    {line}")  # above papermill's cell counter, which tqdm redraws below
-
-
-def execute(
-    notebook: Path, report: Path, parameters: dict, *, progress: bool = True, run_dir: Path | None = None
-) -> Path:
-    """Run one notebook with papermill into ``report`` (atomically); failures raise UserError.
-    With ``run_dir`` (a training notebook's run) and ``progress``, its status lines are shown
-    as it trains (``watch_progress``): papermill shows only its cell counter."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    report.parent.mkdir(parents=True, exist_ok=True)
-    running = report.with_name(f".{report.stem}.running.ipynb")
-    failed = report.with_name(f"{report.stem}.failed.ipynb")
-    watching = watch_progress(run_dir, _show) if progress and run_dir is not None else nullcontext()
-    try:
-        with watching:
-            pm.execute_notebook(
-                str(notebook),
-                str(running),
-                parameters=parameters,
-                kernel_name=KERNEL,
-                progress_bar=progress,
-                log_output=False,
-                cwd=os.getcwd(),
-                # the kernel's own log (start-up warnings; on Ctrl-C or SIGTERM, the traceback of its
-                # closed sockets) would interleave with our lines; a cell's error reaches us as a message
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-            )
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: one line, not asyncio's report of the cell it cut short
-        import logging
-
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        raise
-    except PapermillExecutionError as err:
-        os.replace(running, failed)
-        lines = [line.strip() for line in err.source.splitlines() if line.strip()]
-        # The line that names the cell: the first that is not a magic, an import or a comment.
-        shown = next(
-            (ln for ln in lines if not ln.startswith(("%", "#", "import ", "from "))), lines[0] if lines else ""
-        )
-        raise UserError(
-            f"notebook {notebook.name} failed in cell index {err.cell_index} (In [{err.exec_count}]: {shown!r}) "
-            f"with {err.ename}: {err.evalue.rstrip('.')}; the executed notebook is kept at {failed}."
-        ) from None
-    except Exception as err:  # the kernel died, is not registered, timed out, ...
-        kept = ""
-        if running.exists():
-            os.replace(running, failed)
-            kept = f" The partly executed notebook is kept at {failed}."
-        hint = (
-            " Register the kernel with `make setup` (python -m ipykernel install --sys-prefix --name fedlib)."
-            if "kernel" in str(err).lower()
-            else ""
-        )
-        raise UserError(f"notebook {notebook.name} could not run ({type(err).__name__}: {err}).{kept}{hint}") from None
-    except BaseException:  # Ctrl-C: keep what ran, under the failed name
-        if running.exists():
-            os.replace(running, failed)
-        raise
-    os.replace(running, report)
-    failed.unlink(missing_ok=True)
-    return report
-
-
 def reproduce(spec: Reproduction | None = None, /, **fields) -> dict:
     """Execute the notebooks in order: train what is missing, then draw every figure and table.
 
@@ -404,7 +356,7 @@ def reproduce(spec: Reproduction | None = None, /, **fields) -> dict:
 
     print(f"data set: {dataset.tag} ({dataset.root}, fingerprint {dataset.fingerprint})")
     print(f"runs: {spec.runs_dir}/  figures: {spec.figures_dir}/  executed notebooks: {spec.reports_dir}/", flush=True)
-    executed, skipped = [], []
+    executed, skipped, training = [], [], []
     for i, step in enumerate(steps, 1):
         action = actions.get(step.run_dir)
         if action == "reuse":
@@ -415,16 +367,20 @@ def reproduce(spec: Reproduction | None = None, /, **fields) -> dict:
             skipped.append(step.run_dir)
             continue
         note = {"resume": f" (resuming {step.run_dir})", "retrain": f" (retraining {step.run_dir})"}.get(action, "")
-        print(f"[{i}/{len(steps)}] {step.report}{note}", flush=True)
-        executed.append(
-            execute(
-                spec.notebooks_dir / f"{step.notebook}.ipynb",
-                spec.reports_dir / f"{step.report}.ipynb",
-                step.parameters,
-                progress=spec.progress,
-                run_dir=step.run_dir,
-            )
+        job = Job(
+            spec.notebooks_dir / f"{step.notebook}.ipynb",
+            spec.reports_dir / f"{step.report}.ipynb",
+            step.parameters,
+            step.run_dir,
+            f"[{i}/{len(steps)}] {step.report}{note}",
         )
+        if step.run_dir is not None:  # training: run together, before the next notebook that draws
+            training.append(job)
+            continue
+        executed += execute_all(training, spec.jobs, progress=spec.progress, threads=spec.threads)
+        training = []
+        executed += execute_all([job], 1, progress=spec.progress)
+    executed += execute_all(training, spec.jobs, progress=spec.progress, threads=spec.threads)
     print(f"data set:           {dataset.tag} ({dataset.root})")
     print(f"figures and tables: {spec.figures_dir}/")
     print(f"executed notebooks: {spec.reports_dir}/")

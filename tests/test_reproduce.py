@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import write_covidx
 
-from fedlib import cli, config, reproduce
+from fedlib import cli, config, notebook, reproduce
 from fedlib.data.covidx import CLASSES, Layout
 from fedlib.data.identity import fingerprint
 from fedlib.errors import UserError
@@ -205,7 +205,7 @@ def test_a_changed_knob_stops_the_reproduction_before_any_notebook(tmp_path, mon
     run = fake_run(tmp_path / "runs" / "smoke" / data.tag / "resnet18-fedavg-seed0", folder.wanted_config(cfg, data))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     executed = []
-    monkeypatch.setattr(reproduce, "execute", lambda *a, **k: executed.append(a))
+    monkeypatch.setattr(notebook, "execute", lambda *a, **k: executed.append(a))
     with pytest.raises(UserError, match=r"resnet18-fedavg-seed0 was trained with another config .*class_weight"):
         reproduce.reproduce(**args, overrides={**V3, "class_weight": "balanced"})
     assert executed == [] and not (tmp_path / "reports").exists() and not (tmp_path / "figures").exists()
