@@ -60,6 +60,8 @@ def test_table2_gives_mean_and_sd_over_seeds_and_each_seed(three_seeds, tmp_path
     assert row["model"] == "ResNet-18" and row["seeds"] == 3
     assert row["test_accuracy"] == pytest.approx(0.625)
     assert row["test_accuracy_sd"] == pytest.approx(0.125)
+    # 95% t-interval of the mean: t(0.975, 2 df) = 4.3027 (any t table), times sd / sqrt(3)
+    assert row["test_accuracy_ci95"] == pytest.approx(4.302653 * 0.125 / math.sqrt(3))
     assert row["test_accuracy_by_seed"] == "s0 0.500, s1 0.625, s2 0.750"
     # balanced accuracy: per-class sensitivities (0.5, 0.5, 0.5), (0.75, 0.5, 0.625), (0.75, 0.75, 0.75)
     assert row["test_balanced_accuracy"] == pytest.approx((0.5 + 0.625 + 0.75) / 3)
@@ -73,8 +75,12 @@ def test_table2_gives_mean_and_sd_over_seeds_and_each_seed(three_seeds, tmp_path
     # Markdown: mean ± sd in one cell, per-seed list beside it; per-seed CSV with every run
     paths = report_io.save_table(t2, tmp_path / "figures", "t2")
     md = (tmp_path / "figures" / "t2.md").read_text()
-    assert "| ResNet-18 | 3 | 1000 | 0.001 | 1.000 ± 0.000 | 0.625 ± 0.125 | s0 0.500, s1 0.625, s2 0.750 |" in md
-    assert "test_accuracy_sd" not in md
+    assert (
+        "| ResNet-18 | 3 | 1000 | 0.001 | 1.000 ± 0.000 [1.000, 1.000] | 0.625 ± 0.125 [0.314, 0.936] "
+        "| s0 0.500, s1 0.625, s2 0.750 |" in md
+    )
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "test_accuracy_sd" not in header and "_ci95" not in header
     per_seed = pd.read_csv(tmp_path / "figures" / "t2_per_seed.csv")
     assert [p.name for p in paths] == ["t2.csv", "t2.md", "t2_per_seed.csv"]
     assert per_seed[per_seed["model"] == "ResNet-18"]["test_accuracy"].tolist() == [0.5, 0.625, 0.75]

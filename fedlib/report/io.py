@@ -48,7 +48,8 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub Markdown table; floats rounded to ``digits``, NaN shown as a dash.
 
     A column ``X`` with a column ``X_sd`` beside it is shown as one cell ``mean ± sd``
-    (just the mean where the sd is NaN: one seed).
+    (just the mean where the sd is NaN: one seed), followed by ``[low, high]`` when an
+    ``X_ci95`` (the half-width of a confidence interval) is there too.
     """
 
     def cell(v) -> str:
@@ -57,13 +58,18 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
         return "–" if v is None else str(v)
 
     sd = {c: f"{c}_sd" for c in df.columns if f"{c}_sd" in df.columns}
-    shown = [c for c in df.columns if c not in sd.values()]
+    shown = [c for c in df.columns if c not in sd.values() and not (c.endswith("_ci95") and c[:-5] in sd)]
+
+    def number(v) -> bool:
+        return isinstance(v, float | np.floating) and not math.isnan(v)
 
     def value(row: dict, c) -> str:
         text = cell(row[c])
-        s = row.get(sd.get(c))
-        if c in sd and isinstance(s, float | np.floating) and not math.isnan(s) and text != "–":
+        s, half = row.get(sd.get(c)), row.get(f"{c}_ci95")
+        if c in sd and number(s) and text != "–":
             text += f" ± {s:.{digits}f}"
+            if number(half):
+                text += f" [{row[c] - half:.{digits}f}, {row[c] + half:.{digits}f}]"
         return text
 
     lines = ["| " + " | ".join(map(str, shown)) + " |", "|" + "---|" * len(shown)]

@@ -3,7 +3,7 @@ final metrics (01), and the reproduction's Tables 2-4 and the FedAvg-pooled gap 
 
 Each returns a ``DataFrame`` whose ``attrs["caption"]`` says what it shows, on which data and
 seeds; ``fedlib.report.io.save_table`` writes it. With several seeds a table gives mean ± sd
-over seeds and the per-seed values (``attrs["per_seed"]``, written beside it as
+over seeds, the 95% t-interval of the mean (``<column>_ci95``: its half-width) and the per-seed values (``attrs["per_seed"]``, written beside it as
 ``<name>_per_seed.csv``). A run whose balanced accuracy is at chance
 (``fedlib.metrics.CHANCE_MARGIN``) is flagged; an expected run that has not finished is named
 (``attrs["missing"]``).
@@ -90,14 +90,14 @@ def _metrics(runs: Sequence[Run]) -> pd.DataFrame:
 
 def _seed_summary(rows: pd.DataFrame, columns: dict[str, str], by_seed: str | None = None) -> pd.DataFrame:
     """One row per model (in the order of ``rows``): how many seeds, the mean over seeds of each of
-    ``columns`` (per-run column -> table column) with its sd beside it (``<column>_sd``, NaN for
-    one seed), ``by_seed`` listed per seed, and how many seeds are at chance. The sd and per-seed
+    ``columns`` (per-run column -> table column) with its sd and the half-width of its 95%
+    t-interval beside it (``<column>_sd``, ``<column>_ci95``; NaN for one seed), ``by_seed`` listed per seed, and how many seeds are at chance. The sd and per-seed
     columns are left out when every model has one seed. ``attrs["per_seed"]`` keeps the rows."""
     names = list(columns.values())
     listed = f"{columns[by_seed]}_by_seed" if by_seed else None
     order = ["model", "seeds"]
     for src, dst in columns.items():
-        order += [dst, f"{dst}_sd"] + ([listed] if src == by_seed else [])
+        order += [dst, f"{dst}_sd", f"{dst}_ci95"] + ([listed] if src == by_seed else [])
     order.append("seeds_at_chance")
     records = []
     for model, g in rows.groupby("model", sort=False):
@@ -106,17 +106,29 @@ def _seed_summary(rows: pd.DataFrame, columns: dict[str, str], by_seed: str | No
             values = g[src].to_numpy(dtype=float)
             rec[dst] = float(values.mean())  # NaN when a seed lacks it: no mean of the others
             rec[f"{dst}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            rec[f"{dst}_ci95"] = ci95(values)
         if listed:
             rec[listed] = ", ".join(f"s{int(s)} {v:.3f}" for s, v in zip(g["seed"], g[by_seed], strict=True))
         records.append(rec)
     df = pd.DataFrame(records, columns=order)
     if not len(df) or (df["seeds"] <= 1).all():
-        df = df.drop(columns=[f"{n}_sd" for n in names] + ([listed] if listed else []))
+        df = df.drop(columns=[f"{n}_{k}" for n in names for k in ("sd", "ci95")] + ([listed] if listed else []))
     per_seed = rows.reindex(columns=["model", "seed", *columns, "at_chance"]).rename(columns=columns)
     per_seed["model"] = [display_name(m) for m in per_seed["model"]]
     df.attrs["per_seed"] = per_seed.to_dict("records")
     df.attrs["digits"] = TABLE_DIGITS
     return df
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% confidence interval of the mean of ``values`` (seeds), from
+    Student's t with n - 1 degrees of freedom; NaN for fewer than two values."""
+    from scipy.stats import t
+
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    return float(t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequence[str], *notes: str) -> pd.DataFrame:
@@ -125,7 +137,9 @@ def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequen
     parts = [title, f"{describe_runs(runs)}."]
     if multi:
         parts.append(
-            "Cells: mean ± sd over seeds; *_by_seed lists each seed (s<seed> value); every "
+            "Cells: mean ± sd over seeds, then [low, high], the 95% confidence interval of the mean "
+            "(Student's t, n - 1 degrees of freedom; *_ci95 in the csv is its half-width); differences "
+            "inside these intervals are not findings. *_by_seed lists each seed (s<seed> value); every "
             "run's numbers are in the _per_seed.csv beside this table."
         )
     parts += [n for n in notes if n]
@@ -296,9 +310,8 @@ def table_gap(
             )
         )
         budgets.append(" / ".join(sorted({str(b) for b in g["pooled_budget"]})))
-    at = (
-        df.columns.get_loc("balanced_gap_sd") + 1 if "balanced_gap_sd" in df else df.columns.get_loc("balanced_gap") + 1
-    )
+    last = next(c for c in ("balanced_gap_ci95", "balanced_gap") if c in df)
+    at = df.columns.get_loc(last) + 1
     df.insert(at, "epsilon", [epsilon] * len(df))
     df.insert(at + 1, "verdict", verdicts)
     df.insert(at + 2, "pooled_budget", budgets)
