@@ -189,6 +189,20 @@ def test_build_assembles_every_source_into_a_folder_fedlib_reads(world):
     assert cb.check(out).ok
 
 
+def test_a_validation_split_goes_to_val(world):
+    splits, sources, out = world
+    splits["val"] = splits["train"].with_name("val.txt")
+    splits["val"].write_text(TRAIN[-1] + "\n")  # one RSNA image of train's, for the validation set
+    splits["train"].write_text("\n".join(TRAIN[:-1]) + "\n")
+    assert cb.build(splits, sources, out).counts == {"train": 6, "test": 4, "val": 1}
+    assert (out / "val_split.txt").read_text() == TRAIN[-1] + "\n"
+    assert np.array_equal(pixels(out / "val" / f"{RSNA_PNEU}.png"), rsna_pixels(41))
+    assert not (out / "train" / f"{RSNA_PNEU}.png").exists()
+    assert cb.check(out).images == {"train": 6, "val": 1, "test": 4}
+    (out / "val_split.txt").unlink()
+    assert cb.check(out).missing == ["val_split.txt"]  # the manifest has val images: its split file is due
+
+
 def test_dicom_voi_lut_sequence_rescale_and_a_jpeg_baseline_file(tmp_path):
     # A VOI LUT Sequence (8 bits per entry) maps stored 0..3 to 0, 50, 200, 255; it wins over a window.
     lut = Dataset()

@@ -57,7 +57,7 @@ SPLIT_FILE = "{split}_split.txt"  # fedlib's default Layout names (and val_split
 MANIFEST = "covidx-manifest.csv"
 COLUMNS = ("split", "file", "source", "bytes", "sha256")
 FLUSH_EVERY = 200  # images between manifest rewrites: what a hard kill can make a rerun hash again
-SHOWN = 5  # names an error shows per source
+SHOWN = 3  # names an error shows per source
 _GIVE = "give each source's folder with --source NAME=DIR, in the version the split files were made from"
 _TMP = ".covidx-tmp-"  # prefix of the temporary names images are written under
 
@@ -399,6 +399,8 @@ class CheckReport:
 def check(root) -> CheckReport:
     """Compare ``root``'s image folders with its split files and manifest (every file hashed)."""
     root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"--data {root} is not a folder; pass the folder fedlib covidx build made.")
     if not (root / MANIFEST).is_file():
         raise UserError(f"{root} has no {MANIFEST}; check a folder made by fedlib covidx build.")
     rows = read_manifest(root)
