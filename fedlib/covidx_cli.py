@@ -7,6 +7,7 @@ work is in ``fedlib.data.covidx_build``.
 from __future__ import annotations
 
 import argparse
+import os
 
 from .errors import UserError
 
@@ -40,6 +41,12 @@ def add_commands(subparsers) -> None:
         action="store_true",
         help="build without the lines whose image is absent from its source (their count is printed)",
     )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes that read and convert images (default: the CPU count, at most 8)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)
 
@@ -71,8 +78,14 @@ def cmd_build(args: argparse.Namespace) -> None:
     splits = {"train": args.train_split, "test": args.test_split}
     if args.val_split:
         splits["val"] = args.val_split
-    progress = None if args.quiet else (lambda items: tqdm(items, desc="covidx build", unit="image"))
-    report = build(splits, parse_sources(args.source), args.out, allow_missing=args.allow_missing, progress=progress)
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give 1 or more processes")
+    progress = (
+        None if args.quiet else (lambda items, total: tqdm(items, total=total, desc="covidx build", unit="image"))
+    )
+    report = build(
+        splits, parse_sources(args.source), args.out, args.allow_missing, progress=progress, workers=args.workers
+    )
     print(report.describe(args.out))
 
 

@@ -189,6 +189,18 @@ def test_build_assembles_every_source_into_a_folder_fedlib_reads(world):
     assert cb.check(out).ok
 
 
+def test_worker_processes_give_the_same_folder_and_bring_back_a_bad_file(world, tmp_path):
+    splits, sources, out = world
+    cb.build(splits, sources, out)
+    again = tmp_path / "again"
+    assert cb.build(splits, sources, again, workers=2).written == 11
+    assert (again / cb.MANIFEST).read_text() == (out / cb.MANIFEST).read_text()
+    bad = sources["rsna"] / "stage_2_train_images" / f"{RSNA_PNEU}.dcm"
+    bad.write_bytes(b"not a DICOM file")
+    with pytest.raises(UserError, match=f"DICOM file {bad} cannot be read"):
+        cb.build(splits, sources, tmp_path / "third", workers=2)
+
+
 def test_a_validation_split_goes_to_val(world):
     splits, sources, out = world
     splits["val"] = splits["train"].with_name("val.txt")
@@ -334,7 +346,7 @@ def test_the_command_line_builds_with_the_sources_given_as_name_equals_folder(wo
     add_commands(parser.add_subparsers())
     argv = ["covidx", "build", "--train-split", str(splits["train"]), "--test-split", str(splits["test"])]
     argv += [a for name, folder in sources.items() for a in ("--source", f"{name}={folder}")]
-    args = parser.parse_args([*argv, "--out", str(out), "--quiet"])
+    args = parser.parse_args([*argv, "--out", str(out), "--quiet", "--workers", "1"])
     args.func(args)
     assert capsys.readouterr().out.strip() == f"{out}: train 7, test 4 images (11 written, 0 already there)"
     with pytest.raises(UserError, match="write NAME=DIR"):

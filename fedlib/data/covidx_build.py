@@ -8,27 +8,7 @@ of its sources, finds every listed image by its name in the source its line name
 ``test_split.txt``, ``val_split.txt``: the lines of the given files, unchanged) and
 ``covidx-manifest.csv``: one row per image, ``split,file,source,bytes,sha256``.
 
-Sources, as published, and how a split line names their images. COVID-Net's
-``create_COVIDx_v3.ipynb`` wrote the v3 split files (github.com/lindawangg/COVID-Net,
-read at commit a888987; the copy next to the v3 split files in
-github.com/LoganCome/FL4COVID is the same notebook), and its names are these:
-
-- ``cohen``: github.com/ieee8023/covid-chestxray-dataset, ``metadata.csv`` (columns
-  ``patientid, finding, view, folder, filename, ...``) and ``images/``; a line names
-  the file as its ``filename`` column does.
-- ``fig1``: github.com/agchung/Figure1-COVID-chestxray-dataset, ``metadata.csv``
-  (``patientid, finding, ...``, no file column) and ``images/``; a line names
-  ``<patientid>.jpg`` or ``.png``, the file in ``images/``.
-- ``actmed``: github.com/agchung/Actualmed-COVID-chestxray-dataset, ``metadata.csv``
-  (``patientid, finding, imagename, ...``) and ``images/``; a line names ``imagename``.
-- ``sirm``: Kaggle's COVID-19 Radiography Database in the release the notebook read,
-  a ``COVID-19/`` folder of ``COVID-19 (N).png``; the notebook removed the spaces from
-  the name (``COVID-19(N).png``) and wrote the image in grey (OpenCV's BGR-to-grey,
-  the ITU-R 601 weights PIL's ``convert("L")`` uses), so this does too. Later
-  releases renamed the files (``COVID/images/COVID-N.png``) without a published
-  mapping to the old names; such a folder is refused rather than guessed at.
-- ``rsna``: Kaggle's RSNA Pneumonia Detection Challenge, ``stage_2_train_images/
-  <patientId>.dcm``; a line names ``<patientId>.png``, converted by ``fedlib.data.dicom``.
+Where each source's images are and how they are named: ``fedlib.data.covidx_sources``.
 
 Other files are copied byte for byte. Every image is written to a temporary name in
 its folder and renamed, so an interrupted build leaves no half-written image; the
@@ -43,40 +23,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import multiprocessing
 import os
-from collections.abc import Callable
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedlib.data.covidx import read_split_file
-from fedlib.errors import UserError, quoted
+from fedlib.data.covidx_sources import SOURCES, Source, open_source
+from fedlib.errors import UserError
 
-SOURCES = ("cohen", "fig1", "actmed", "sirm", "rsna")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FILE = "{split}_split.txt"  # fedlib's default Layout names (and val_split.txt beside them)
 MANIFEST = "covidx-manifest.csv"
 COLUMNS = ("split", "file", "source", "bytes", "sha256")
 FLUSH_EVERY = 200  # images between manifest rewrites: what a hard kill can make a rerun hash again
 SHOWN = 3  # names an error shows per source
+AHEAD = 4  # images per worker converted ahead of the writer
 _GIVE = "give each source's folder with --source NAME=DIR, in the version the split files were made from"
 _TMP = ".covidx-tmp-"  # prefix of the temporary names images are written under
-
-# Published layout of each source that has a metadata.csv: (where, columns a line's name needs).
-_GITHUB = {
-    "cohen": ("github.com/ieee8023/covid-chestxray-dataset", ("patientid", "finding", "filename")),
-    "fig1": ("github.com/agchung/Figure1-COVID-chestxray-dataset", ("patientid", "finding")),
-    "actmed": ("github.com/agchung/Actualmed-COVID-chestxray-dataset", ("patientid", "finding", "imagename")),
-}
-
-
-@dataclass
-class Source:
-    """One source folder: where each image a split line can name lives, and how it is written."""
-
-    name: str
-    root: Path
-    index: dict[str, Path]  # the name a split line uses -> the file in the source
-    convert: Callable[[Path], bytes] | None = None  # None: copied byte for byte
 
 
 @dataclass
@@ -94,89 +62,6 @@ class BuildReport:
             by_source = ", ".join(f"{s} {len(v)}" for s, v in self.dropped.items())
             text += f"; {gone} line(s) left out of the split files, their images absent ({by_source})"
         return text
-
-
-# ---------------------------------------------------------------------------- sources
-
-
-def open_source(name: str, root) -> Source:
-    """The source ``name`` at ``root``, its layout checked; a folder of another layout is a UserError."""
-    root = Path(root)
-    if name not in SOURCES:
-        raise UserError(f"--source {quoted(name)}: unknown source; covidx build knows {', '.join(SOURCES)}.")
-    if not root.is_dir():
-        raise UserError(f"--source {name}={root}: no such folder; pass the folder the {name} source was unpacked to.")
-    if name in _GITHUB:
-        return _github_source(name, root)
-    if name == "sirm":
-        return Source(name, root, _sirm_index(root), convert=_grey_png)
-    images = root / "stage_2_train_images"
-    if not images.is_dir():
-        inside = " (it holds .dcm files itself: pass its parent)" if any(root.glob("*.dcm")) else ""
-        raise UserError(
-            f"--source rsna={root} is not the RSNA Pneumonia Detection Challenge's layout: it has no "
-            f"stage_2_train_images/ folder{inside}; pass the folder Kaggle's download unpacks to."
-        )
-    from fedlib.data.dicom import dicom_to_png
-
-    index = {f"{p.name[:-4]}.png": p for p in _files(images) if p.name.endswith(".dcm")}
-    return Source(name, root, index, convert=dicom_to_png)
-
-
-def _github_source(name: str, root: Path) -> Source:
-    where, needed = _GITHUB[name]
-    metadata = root / "metadata.csv"
-    fix = f"pass a clone of {where} (the folder holding metadata.csv and images/)"
-    if not metadata.is_file():
-        raise UserError(f"--source {name}={root} has no metadata.csv, so it is not {where}; {fix}.")
-    with metadata.open(encoding="latin-1", newline="") as fh:  # Figure1's file is not UTF-8
-        header = [c.strip() for c in next(csv.reader(fh), [])]
-    absent = [c for c in needed if c not in header]
-    if absent:
-        raise UserError(
-            f"{metadata} has no column {', '.join(map(repr, absent))}, so {root} is not {name}'s layout "
-            f"({where}); {fix}."
-        )
-    if not (root / "images").is_dir():
-        raise UserError(f"--source {name}={root} has no images/ folder; {fix}.")
-    return Source(name, root, {p.name: p for p in _files(root / "images")})
-
-
-def _sirm_index(root: Path) -> dict[str, Path]:
-    folder = root / "COVID-19"
-    if folder.is_dir():
-        return {p.name.replace(" ", ""): p for p in _files(folder)}
-    later = next((p for p in (root / "COVID", root / "COVID-19_Radiography_Dataset") if p.is_dir()), None)
-    why = (
-        f"it holds {later.name}/, a later release whose files were renamed (COVID-N.png) with no published "
-        "mapping to the names the split files use (COVID-19(N).png)"
-        if later
-        else "it has no COVID-19/ folder"
-    )
-    raise UserError(
-        f"--source sirm={root} is not the COVID-19 Radiography Database release the split files were made "
-        f"from: {why}; pass the folder holding COVID-19/ with 'COVID-19 (N).png' files (the spring-2020 release)."
-    )
-
-
-def _files(folder: Path) -> list[Path]:
-    try:
-        with os.scandir(folder) as entries:
-            return [Path(e.path) for e in entries if e.is_file()]
-    except OSError as err:
-        raise UserError(
-            f"{folder} cannot be listed ({err.strerror or err}); give this user read access to it."
-        ) from err
-
-
-def _grey_png(path: Path) -> bytes:
-    """The image in 8-bit grey, as PNG (JPEG, quality 95 as OpenCV writes, for a .jpg name)."""
-    from fedlib.data.covidx import load_image  # refuses undecodable and absurdly sized files in one line
-
-    buffer = io.BytesIO()
-    fmt = "PNG" if path.name.lower().endswith(".png") else "JPEG"
-    load_image(path).convert("L").save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -286,9 +171,10 @@ def sha256_of(path: Path) -> tuple[int, str]:
 # ---------------------------------------------------------------------------- build
 
 
-def build(splits: dict[str, Path], sources: dict[str, Path], out, allow_missing: bool = False, progress=None):
+def build(splits: dict[str, Path], sources: dict[str, Path], out, allow_missing=False, progress=None, workers=1):
     """Assemble ``out`` from ``splits`` ({"train": file, "test": file[, "val": file]}) and ``sources``
-    ({name: folder}); returns a ``BuildReport``. ``progress`` wraps the item list (tqdm) when given."""
+    ({name: folder}); returns a ``BuildReport``. ``progress(iterable, total)`` wraps the images to
+    write (tqdm) when given; ``workers`` processes read and convert images when above 1."""
     out = Path(out)
     unknown = sorted(set(splits) - set(SPLIT_NAMES))
     if unknown or not {"train", "test"} <= set(splits):
@@ -305,15 +191,18 @@ def build(splits: dict[str, Path], sources: dict[str, Path], out, allow_missing:
     planned = {(i.split, i.file) for i in items}
     rows = {key: row for key, row in read_manifest(out).items() if key in planned}
     write_manifest(out, rows)  # from the start: an interrupted first run is still recognised as a build
+    todo = [item for item in items if not _holds(out, rows, item)]
+    report.kept = len(items) - len(todo)
+    produced = _produce_all(todo, opened, workers)
     try:
-        for n, item in enumerate(progress(items) if progress else items, start=1):
-            if _place(item, out, rows, opened[item.source]):
-                report.written += 1
-            else:
-                report.kept += 1
+        for n, (item, data) in enumerate(progress(produced, len(todo)) if progress else produced, start=1):
+            write_image(out / item.split / item.file, data)
+            rows[(item.split, item.file)] = (item.source, len(data), hashlib.sha256(data).hexdigest())
+            report.written = n
             if n % FLUSH_EVERY == 0:
                 write_manifest(out, rows)
     finally:
+        produced.close()  # stops the workers now, not when the exception is forgotten
         write_manifest(out, rows)
     dropped = {name for names in missing.values() for name in names}
     for split, path in splits.items():
@@ -334,16 +223,49 @@ def _check_out(out: Path) -> None:
             leftover.unlink()
 
 
-def _place(item: Item, out: Path, rows: dict, source: Source) -> bool:
-    """Write one image unless the manifest holds it with the hash it has on disk; True if written."""
-    dest = out / item.split / item.file
+def _holds(out: Path, rows: dict, item: Item) -> bool:
+    """Whether the manifest records the image and the file on disk has the recorded size and hash."""
     known = rows.get((item.split, item.file))
-    if known and dest.is_file() and sha256_of(dest) == known[1:]:
-        return False
-    data = source.convert(item.path) if source.convert else read_source(item.path)
-    write_image(dest, data)
-    rows[(item.split, item.file)] = (item.source, len(data), hashlib.sha256(data).hexdigest())
-    return True
+    dest = out / item.split / item.file
+    return known is not None and dest.is_file() and sha256_of(dest) == known[1:]
+
+
+def produce(convert, path: Path) -> bytes:
+    """The bytes an image is written as: ``convert(path)``, or the source file's own when None."""
+    return convert(path) if convert else read_source(path)
+
+
+def _produce_all(todo: list[Item], opened: dict[str, Source], workers: int):
+    """(item, bytes) in ``todo``'s order. With ``workers`` > 1 the reading and converting runs in
+    that many processes, at most ``AHEAD`` images per worker waiting, so memory stays bounded."""
+    if workers <= 1:
+        for item in todo:
+            yield item, produce(opened[item.source].convert, item.path)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    waiting: deque = deque()
+    try:
+        for item in todo:
+            waiting.append((item, pool.submit(produce, opened[item.source].convert, item.path)))
+            if len(waiting) >= AHEAD * workers:
+                first, future = waiting.popleft()
+                yield first, future.result()
+        while waiting:
+            first, future = waiting.popleft()
+            yield first, future.result()
+    except BrokenProcessPool as err:
+        raise UserError(
+            f"a worker process converting images ended abruptly ({err}; out of memory?); the images written so far "
+            "are kept: run the same command again, with fewer --workers"
+        ) from err
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """A worker leaves Ctrl-C to the build, which stops it (no traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_source(path: Path) -> bytes:
