@@ -385,6 +385,22 @@ def test_a_source_folder_in_another_layout_is_refused_in_one_line(world, name, s
     assert "\n" not in str(err.value) and not out.exists()
 
 
+def test_a_three_column_line_is_looked_for_in_every_source(world):
+    splits, sources, out = world
+    splits["test"].write_text("COVID-00024 COVID-00024.png COVID-19\n")  # the oldest form: no source column
+    report = cb.build(splits, sources, out)
+    assert report.counts == {"train": 7, "test": 1} and cb.read_manifest(out)[("test", "COVID-00024.png")][0] == "fig1"
+
+
+def test_a_damaged_manifest_is_named(world):
+    splits, sources, out = world
+    cb.build(splits, sources, out)
+    text = (out / cb.MANIFEST).read_text().splitlines()
+    (out / cb.MANIFEST).write_text("\n".join([*text[:3], "trian,a.png,cohen,1,abc"]) + "\n")
+    with pytest.raises(UserError, match=r"covidx-manifest.csv line 4 is damaged \(split 'trian'"):
+        cb.check(out)
+
+
 def test_other_bad_input_is_refused_before_anything_is_written(world):
     splits, sources, out = world
     with pytest.raises(UserError, match="unknown source; covidx build knows cohen, fig1"):

@@ -125,6 +125,8 @@ def read_manifest(root) -> dict[tuple[str, str], tuple[str, int, str]]:
             raise UserError(f"{path} is not a covidx manifest (columns {', '.join(COLUMNS)}); move it away.")
         for number, row in enumerate(reader, start=2):
             try:
+                if row["split"] not in SPLIT_NAMES or len(row["sha256"] or "") != 64:
+                    raise ValueError(f"split {row['split']!r}, sha256 {row['sha256']!r}")
                 rows[(row["split"], row["file"])] = (row["source"], int(row["bytes"]), row["sha256"])
             except (TypeError, ValueError) as err:
                 raise UserError(
