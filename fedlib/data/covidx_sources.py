@@ -2,8 +2,8 @@
 
 Sources, as published, and how a split line names their images. COVID-Net's
 ``create_COVIDx_v3.ipynb`` wrote the v3 split files (github.com/lindawangg/COVID-Net,
-read at commit a888987; the copy next to the v3 split files in
-github.com/LoganCome/FL4COVID is the same notebook), and its names are these:
+read at commit a888987; the copy beside the v3 split files in github.com/LoganCome/FL4COVID
+has the same code cells), and its names are these:
 
 - ``cohen``: github.com/ieee8023/covid-chestxray-dataset, ``metadata.csv`` (columns
   ``patientid, finding, view, folder, filename, ...``) and ``images/``; a line names

@@ -2,8 +2,9 @@
 
 COVIDx's RSNA images come from the RSNA Pneumonia Detection Challenge's
 ``stage_2_train_images/<patientId>.dcm``; COVID-Net's ``create_COVIDx_v3.ipynb``
-(github.com/lindawangg/COVID-Net, deleted from the tree at commit 2168765, read at
-a888987) wrote each as ``<patientId>.png`` with ``cv2.imwrite(ds.pixel_array)``.
+(github.com/lindawangg/COVID-Net, read at commit a888987; renamed ``create_COVIDx.ipynb``
+and rewritten for v4 at 2168765) wrote each as ``<patientId>.png`` with
+``cv2.imwrite(ds.pixel_array)``.
 Here the grey levels follow the DICOM standard's display pipeline (PS3.3 C.11):
 
 1. the stored values (``pydicom``'s ``Dataset.pixel_array``; compressed transfer
