@@ -24,8 +24,12 @@ def add_commands(subparsers) -> None:
         "OUT/train, OUT/test (OUT/val), write the split files and covidx-manifest.csv. Resumable: a second run "
         "writes only what is absent or changed. See docs/covidx-build.md.",
     )
-    b.add_argument("--train-split", required=True, help="path of the release's train split file, e.g. downloads/train_split_v3.txt")
-    b.add_argument("--test-split", required=True, help="path of the release's test split file, e.g. downloads/test_split_v3.txt")
+    b.add_argument(
+        "--train-split", required=True, help="path of the release's train split file, e.g. downloads/train_split_v3.txt"
+    )
+    b.add_argument(
+        "--test-split", required=True, help="path of the release's test split file, e.g. downloads/test_split_v3.txt"
+    )
     b.add_argument("--val-split", default=None, help="path of the release's validation split file, if it has one")
     b.add_argument(
         "--source",
