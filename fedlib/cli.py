@@ -15,6 +15,7 @@ import traceback
 import warnings
 
 from .config import LAYOUT, PROFILES, flags
+from .covidx_cli import add_commands as add_covidx_commands
 from .errors import UserError, remedy
 
 
@@ -382,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="parameter count of every model (the paper's Table 2 column)")
     p.set_defaults(func=cmd_params)
+    add_covidx_commands(sub)
     return parser
 
 

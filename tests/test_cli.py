@@ -74,7 +74,7 @@ def _group_of(parser, dest):
 
 # The options of one training run before they were generated from TrainConfig's fields: none may go or appear.
 TRAIN_FLAGS = (
-    "--model --mode --data --image-size --clients --fraction --rounds --local-epochs --batch-size --lr "
+    "--model --mode --data --image-size --covidnet-grid --clients --fraction --rounds --local-epochs --batch-size --lr "
     "--weight-decay --aggregation --keep-optimizer-state --engine --strategy --proximal-mu --server-lr "
     "--server-momentum --beta1 --beta2 --tau --trim-fraction --secagg --min-clients --round-retries "
     "--client-timeout --inject-failures --partition --alpha --dp-noise-multiplier --dp-target-epsilon --dp-delta "
