@@ -168,11 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions of each unit")
     p.add_argument("--reports", type=Path, default=Path("reports/quick"), help="executed notebooks to compare")
     p.add_argument("--data-dir", default=None, help="where the synthetic data set is (default: the profile's)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. image_size=48")
     args = p.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.threads == 1 else time.perf_counter
     torch.set_num_threads(args.threads)
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    overrides.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     whole = recorded(args.reports)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
