@@ -412,3 +412,30 @@ def test_write_figure_is_byte_stable(tmp_path, monkeypatch, ext):
         draw().savefig(later, format=ext)
         assert plain.getvalue() != later.getvalue()
     assert np.frombuffer(first, np.uint8).size > 0
+
+
+def test_fig5_mean_of_seeds_is_taken_per_round_not_per_x_value(tmp_path):
+    # FedAvg seeds sample other clients: 30, 32 and 34 sample passes a round
+    for seed, passes in zip((0, 1, 2), (30, 32, 34), strict=True):
+        write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal((4, 4, 4)), rows=history([1.0, 0.6, 0.4], passes))
+    fig = figures.fig5_fl_vs_pooled_loss(results.find_runs(tmp_path), ["resnet18"])
+    mean = next(line for line in fig.axes[0].get_lines() if line.get_gid() == "resnet18-fedavg-mean")
+    # one point per round at the seeds' mean x; a mean per x value would give 9 points
+    assert list(mean.get_xdata()) == pytest.approx([32, 64, 96])
+    assert list(mean.get_ydata()) == pytest.approx([1.0, 0.6, 0.4])
+    assert "mean ± sd of 3 seeds" in mean.get_label()
+    assert fig.axes[0].collections  # the ± sd band
+
+
+def test_fig4_whiskers_are_the_clipped_t_interval(three_seeds):
+    fig = figures.fig4_per_label_accuracy(three_seeds, MODELS)
+    ax = fig.axes[0]
+    # each whisker (with its caps) is one line; its y values are the interval's ends
+    ends = [(np.nanmin(line.get_ydata()), np.nanmax(line.get_ydata())) for line in ax.get_lines()]
+    assert ends and max(high for _, high in ends) <= 1.0
+    # ResNet-18's COVID-19 sensitivity over seeds 4/8, 5/8, 6/8: mean 0.625, half-width 4.3027 * 0.125 / sqrt(3)
+    half = 4.302653 * 0.125 / math.sqrt(3)
+    assert any(end == pytest.approx((0.625 - half, 0.625 + half)) for end in ends)
+    # pneumonia 4/8, 6/8, 6/8: the interval would reach 1.03, and stops at 1
+    assert any(low < 0.5 and high == 1.0 for low, high in ends)
+    assert "95% t-interval" in title(fig)

@@ -26,6 +26,7 @@ from ..run import results
 from ..run.results import Run
 from .describe import chance_note, describe_runs
 from .selection import FED, POOLED, by_model, missing_runs, runs_of
+from .stats import ci95
 from .style import (
     MODE_COLORS,
     MODE_NAMES,
@@ -172,15 +173,23 @@ def _history_lines(ax, runs: Sequence[Run], xy: tuple[str, str], color, label: s
             gid=f"{gid_prefix}-seed{r.seed}",
         )
     if several:
-        mean = pd.concat([r.history[[x, y]] for r in drawn]).groupby(x)[y].mean()
+        # Per step (round or epoch), not per x value: FedAvg's seeds sample other clients, so
+        # their sample passes differ at the same round, and a mean per x value would jump.
+        columns = list(dict.fromkeys(["round", x, y]))
+        rows = pd.concat([r.history[columns] for r in drawn]).dropna(subset=[y]).groupby("round")
+        mean_y, sd = rows[y].mean(), rows[y].std(ddof=1)
+        mean_x = mean_y.index.to_series() if x == "round" else rows[x].mean()
+        ax.fill_between(
+            mean_x.to_numpy(), (mean_y - sd).to_numpy(), (mean_y + sd).to_numpy(), color=color, alpha=0.15, linewidth=0
+        )
         ax.plot(
-            mean.index,
-            mean.to_numpy(),
+            mean_x.to_numpy(),
+            mean_y.to_numpy(),
             color=color,
             marker="o",
             markersize=3,
             linewidth=1.8,
-            label=f"{label} (mean of {len(drawn)} seeds)",
+            label=f"{label} (mean ± sd of {len(drawn)} seeds)",
             gid=f"{gid_prefix}-mean",
         )
 
@@ -199,7 +208,7 @@ def fig3_fl_loss(
         if fed:
             ax.set_xlabel("federated round")
             integer_x(ax)
-            ax.set_ylabel("training loss (mean over sampled clients)")
+            ax.set_ylabel("training loss (sampled clients' local loss)")
             ax.legend(fontsize=8)
         else:
             empty_note(ax)
@@ -255,7 +264,7 @@ def fig5_fl_vs_pooled_loss(
                 display_name(m) + ("" if math.isnan(ratio) else f" · pooled/FedAvg passes {ratio:.2f}x"), fontsize=9
             )
             ax.set_xlabel("training images processed (sample passes)")
-            ax.set_ylabel("training loss")
+            ax.set_ylabel("training loss (FedAvg: sampled clients' local loss)", fontsize=8)
             ax.legend(fontsize=8)
         fig.suptitle(
             suptitle(
@@ -271,11 +280,20 @@ def fig5_fl_vs_pooled_loss(
     return fig
 
 
+def _clipped_ci95(values) -> tuple[float, float]:
+    """The 95% t-interval of the mean of ``values``, within [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    half = ci95(values)
+    mean = float(values.mean())
+    return (mean, mean) if math.isnan(half) else (max(0.0, mean - half), min(1.0, mean + half))
+
+
 def fig4_per_label_accuracy(
     runs: Sequence[Run], models: Sequence[str] | None = None, seeds: Sequence[int] | None = None, split: str = "test"
 ) -> Figure:
     """The paper's Figure 4: grouped bars of per-label accuracy (sensitivity) with FedAvg, one
-    group per class; with several seeds the bar is the mean, the whisker the sd, dots the seeds."""
+    group per class; with several seeds the bar is the mean, the whisker the 95% t-interval of
+    the mean (clipped to [0, 1], where a sensitivity lies), dots the seeds."""
     fed = runs_of(runs, FED, models)
     classes = list(fed[0].final["classes"]) if fed else list(CLASSES)
     long = pd.DataFrame(
@@ -305,7 +323,7 @@ def fig4_per_label_accuracy(
                 long,
                 **layout,
                 palette=colors,
-                errorbar="sd" if several else None,
+                errorbar=_clipped_ci95 if several else None,
                 capsize=0.1,
                 err_kws={"linewidth": 1},
             )
@@ -320,7 +338,7 @@ def fig4_per_label_accuracy(
         fig.suptitle(
             suptitle(
                 "Figure 4. Per-label accuracy with federated learning"
-                + (" (bars: mean, whiskers: sd, dots: seeds)" if several else ""),
+                + (" (bars: mean, whiskers: 95% t-interval of the mean within [0, 1], dots: seeds)" if several else ""),
                 describe_runs(fed),
                 missing_runs(runs, models, [FED], seeds),
                 chance_note(fed),

@@ -23,6 +23,7 @@ from ..run import results
 from ..run.results import LAST_EVALS, Run
 from .describe import CHANCE_RULE, chance_note, describe_final, describe_runs
 from .selection import FED, POOLED, missing_runs, runs_of
+from .stats import ci95
 from .style import display_name
 
 TABLE_DIGITS = 3  # Markdown tables of a reproduction: 0.812 ± 0.021
@@ -118,17 +119,6 @@ def _seed_summary(rows: pd.DataFrame, columns: dict[str, str], by_seed: str | No
     df.attrs["per_seed"] = per_seed.to_dict("records")
     df.attrs["digits"] = TABLE_DIGITS
     return df
-
-
-def ci95(values: np.ndarray) -> float:
-    """Half-width of the 95% confidence interval of the mean of ``values`` (seeds), from
-    Student's t with n - 1 degrees of freedom; NaN for fewer than two values."""
-    from scipy.stats import t
-
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    return float(t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequence[str], *notes: str) -> pd.DataFrame:
