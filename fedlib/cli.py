@@ -15,6 +15,7 @@ import traceback
 import warnings
 
 from .config import LAYOUT, PROFILES, flags
+from .config.validate import one_validation
 from .errors import UserError, remedy
 
 
@@ -43,12 +44,15 @@ def cmd_synth(args) -> None:
 def cmd_data_summary(args) -> None:
     from pathlib import Path
 
-    from .data.covidx import patient_overlap, summarize
+    from .data.covidx import class_names, patient_overlap, summarize
+    from .data.releases import detect_layout, known_release
 
     root = Path(args.data)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist; pass a COVIDx folder to --data.")
-    layout = _layout(args)
+    layout, note = detect_layout(root, _layout(args))
+    if note:
+        print(f"fedlib: note: {note}", file=sys.stderr)
     summary = summarize(root, layout)
     leaked = patient_overlap(root, layout)
     if leaked:
@@ -63,24 +67,27 @@ def cmd_data_summary(args) -> None:
                 f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
                 file=sys.stderr,
             )
+    release = known_release(summary)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**summary, "release": release.name if release else None}, indent=2))
         return
-    from .data.covidx import CLASSES
-
-    print(f"{'split':<8}" + "".join(f"{c:>12}" for c in CLASSES) + f"{'total':>10}")
-    for split in ("train", "test"):
+    classes = class_names(summary["task"])
+    print(f"{'split':<8}" + "".join(f"{c:>12}" for c in classes) + f"{'total':>10}")
+    for split in layout.split_names():
         counts = summary[split]
-        print(f"{split:<8}" + "".join(f"{counts[c]:>12}" for c in CLASSES) + f"{counts['total']:>10}")
+        print(f"{split:<8}" + "".join(f"{counts[c]:>12}" for c in classes) + f"{counts['total']:>10}")
     for split, by_source in summary["sources"].items():
         print(f"sources ({split}): " + ", ".join(f"{s}={n}" for s, n in sorted(by_source.items())))
+    print(f"task: {summary['task']}")
+    if release:
+        print(f"release: {release.name} (counts as published: {release.source})")
 
 
 def train_config(args):
     from . import config
     from .run import folder
 
-    overrides = flags.given(args)  # every TrainConfig flag typed; the rest as the profile says
+    overrides = one_validation(flags.given(args))  # every TrainConfig flag typed; the rest as the profile says
     folder.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if getattr(args, "run_config", None):
         overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
@@ -174,7 +181,7 @@ def cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
     # Fields of every run's config (and of 00_data's); None: as the profile says.
-    overrides = flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS))
+    overrides = one_validation(flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS)))
     seeds = args.seeds if args.seeds is not None else [0 if args.seed is None else args.seed]
     reproduce(
         profile=args.profile,
@@ -200,7 +207,7 @@ def cmd_study(args) -> None:
     from .run.folder import data_set, study_paths
 
     check_study_options(args.seeds, runs_dir=args.runs_dir, figures_dir=args.figures_dir, report=args.report)
-    overrides = {k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None}
+    overrides = one_validation({k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None})
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
     tag = data_set(study.run_config(grid, "iid", None, "pooled", 0), progress=not args.quiet).tag
