@@ -235,3 +235,23 @@ def test_a_binary_kaggle_folder_trains_with_its_validation_split(kaggle, tmp_pat
     assert saved["data_fingerprint"] == fingerprint(kaggle, Layout(**KAGGLE, val_split="val.txt"))
     history = (out / "history.csv").read_text().splitlines()[0].split(",")
     assert {"val_accuracy", "val_sensitivity_positive", "test_sensitivity_negative"} <= set(history)
+
+
+# ---------------------------------------------------------------- the one-channel cache
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["per-image", "batched"])
+def test_a_one_channel_batch_gives_the_model_what_three_equal_channels_gave(batched):
+    import torch
+
+    from fedlib.data.transforms import augment_batch, eval_batch
+
+    grey = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (4, 37, 37, 1), dtype=np.uint8))
+    three = grey.expand(-1, -1, -1, 3).contiguous()  # what the cache held before
+
+    one_view = augment_batch(grey, 32, torch.Generator().manual_seed(5), batched=batched)
+    three_view = augment_batch(three, 32, torch.Generator().manual_seed(5), batched=batched)
+
+    assert one_view.shape == (4, 3, 32, 32)
+    assert torch.equal(one_view, three_view)
+    assert torch.equal(eval_batch(grey, 32), eval_batch(three, 32))
