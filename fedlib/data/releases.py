@@ -103,7 +103,7 @@ KNOWN_RELEASES = (
         None,
         30386,
         "Pavlova et al., 'COVIDx CXR-3: A Large-Scale, Open-Source Benchmark Dataset of Chest X-ray Images "
-        "for Computer-Aided COVID-19 Diagnostics' (2022), abstract: 30,386 images",
+        "for Computer-Aided COVID-19 Diagnostics', arXiv:2206.03671 (2022), abstract: 30,386 images",
     ),
     Release(
         "COVIDx CXR-4",
