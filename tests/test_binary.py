@@ -255,3 +255,15 @@ def test_a_one_channel_batch_gives_the_model_what_three_equal_channels_gave(batc
     assert one_view.shape == (4, 3, 32, 32)
     assert torch.equal(one_view, three_view)
     assert torch.equal(eval_batch(grey, 32), eval_batch(three, 32))
+
+
+def test_a_run_written_before_the_task_existed_is_still_reused(tmp_path):
+    from fedlib.run import folder
+
+    cfg = config.resolve("smoke", None, data_dir=str(tmp_path / "data"))
+    wanted = folder.wanted_config(cfg, folder.data_set(cfg, progress=False))
+    older = {k: v for k, v in wanted.items() if k not in ("task", "val_split", "val_dir")}
+
+    assert wanted["task"] == "three-class"
+    assert folder.config_differences(older, wanted) == []
+    assert folder.config_differences({**older, "task": "binary"}, wanted) == ["task"]

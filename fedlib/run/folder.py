@@ -69,6 +69,9 @@ HARDWARE_KEYS = ("device", "amp", "channels_last", "parallel_clients")
 # Where the data are, not what they are: when both configs carry the same fingerprint,
 # a moved checkout or data folder still reuses its runs.
 LOCATION_KEYS = ("data", "data_dir")
+# Keys config.json gained after runs were written, and what a run written without them did:
+# every run before issue 23 trained the three-class task without a published validation split.
+ADDED_KEYS = {"task": "three-class", "val_split": None, "val_dir": "val"}
 # The parameters of 01_train that pick one run of a profile (``run_config``; None: the profile's).
 RUN_KEYS = ("model", "mode", "data", "seed", "device")
 
@@ -201,6 +204,7 @@ def config_differences(saved: dict, wanted: dict) -> list[str]:
     """The keys in which a run's config.json (``saved``) differs from the config it would get,
     sorted: the hardware aside, and the data's location too when both carry one fingerprint."""
     ignored = set(HARDWARE_KEYS)
+    saved = {**ADDED_KEYS, **saved}
     if saved.get("data_fingerprint") is not None and saved.get("data_fingerprint") == wanted.get("data_fingerprint"):
         ignored |= set(LOCATION_KEYS)
     return sorted(k for k in set(saved) | set(wanted) if k not in ignored and saved.get(k) != wanted.get(k))
