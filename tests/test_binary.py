@@ -207,6 +207,14 @@ def test_a_val_split_sharing_an_image_or_patient_is_an_error(kaggle, line, match
             check_splits(kaggle, data_layout(cfg))
 
 
+def test_a_missing_val_split_file_names_the_flag(kaggle):
+    with pytest.raises(
+        UserError,
+        match=r"Split file .*valid\.txt does not exist; set Layout\.val_split \(CLI --val-split\) .* e\.g\. val\.txt",
+    ):
+        check_splits(kaggle, Layout(**KAGGLE, val_split="valid.txt"))
+
+
 def test_a_missing_val_folder_names_the_flag(kaggle):
     (kaggle / "val").rename(kaggle / "validation")
 

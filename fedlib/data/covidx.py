@@ -317,7 +317,8 @@ def _split_file(root: Path, split: str, layout: Layout) -> Path:
     if not path.is_file():
         raise UserError(
             f"Split file {path} {_not_a_file(path)}; set Layout.{field} (CLI --{field.replace('_', '-')}) "
-            "to the name your COVIDx release uses, e.g. train_split_v3.txt / test_split_v3.txt."
+            "to the name your COVIDx release uses, e.g. "
+            + ("val.txt (Kaggle's COVIDx CXR-3/4)." if split == "val" else "train_split_v3.txt / test_split_v3.txt.")
         )
     return path
 
