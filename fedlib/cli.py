@@ -15,7 +15,9 @@ import traceback
 import warnings
 
 from .config import LAYOUT, PROFILES, flags
+from .config.validate import one_validation
 from .covidx_cli import add_commands as add_covidx_commands
+from .covidx_cli import add_data_summary
 from .errors import UserError, remedy
 
 
@@ -41,47 +43,11 @@ def cmd_synth(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
-def cmd_data_summary(args) -> None:
-    from pathlib import Path
-
-    from .data.covidx import patient_overlap, summarize
-
-    root = Path(args.data)
-    if not root.is_dir():
-        raise UserError(f"data root {root} does not exist; pass a COVIDx folder to --data.")
-    layout = _layout(args)
-    summary = summarize(root, layout)
-    leaked = patient_overlap(root, layout)
-    if leaked:
-        shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
-        print(f"warning: {len(leaked)} patient id(s) appear in both train and test: {shown}", file=sys.stderr)
-    for split, rep in summary["repeated"].items():
-        if rep["lines"]:  # real releases have them; the counts above are of distinct images
-            shown = ", ".join(rep["first"]) + (" ..." if rep["images"] > len(rep["first"]) else "")
-            other = f", {rep['other_patient_id']} of them with another patient id" if rep["other_patient_id"] else ""
-            print(
-                f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
-                f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
-                file=sys.stderr,
-            )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    from .data.covidx import CLASSES
-
-    print(f"{'split':<8}" + "".join(f"{c:>12}" for c in CLASSES) + f"{'total':>10}")
-    for split in ("train", "test"):
-        counts = summary[split]
-        print(f"{split:<8}" + "".join(f"{counts[c]:>12}" for c in CLASSES) + f"{counts['total']:>10}")
-    for split, by_source in summary["sources"].items():
-        print(f"sources ({split}): " + ", ".join(f"{s}={n}" for s, n in sorted(by_source.items())))
-
-
 def train_config(args):
     from . import config
     from .run import folder
 
-    overrides = flags.given(args)  # every TrainConfig flag typed; the rest as the profile says
+    overrides = one_validation(flags.given(args))  # every TrainConfig flag typed; the rest as the profile says
     folder.check_flags(resume=args.resume, overwrite=args.overwrite)  # before config.json is read
     if getattr(args, "run_config", None):
         overrides, args.profile = _with_run_config(overrides, args.run_config, args.profile)
@@ -175,7 +141,7 @@ def cmd_reproduce(args) -> None:
     from .reproduce import reproduce
 
     # Fields of every run's config (and of 00_data's); None: as the profile says.
-    overrides = flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS))
+    overrides = one_validation(flags.given(args, (*LAYOUT, *REPRODUCE_FIELDS)))
     seeds = args.seeds if args.seeds is not None else None if args.seed is None else [args.seed]
     reproduce(
         profile=args.profile,
@@ -203,7 +169,7 @@ def cmd_study(args) -> None:
     from .run.folder import data_set, study_paths
 
     check_study_options(args.seeds, runs_dir=args.runs_dir, figures_dir=args.figures_dir, report=args.report)
-    overrides = {k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None}
+    overrides = one_validation({k: getattr(args, k) for k in LAYOUT if getattr(args, k) is not None})
     grid = study.Study(profile=args.profile, data=args.data)
     grid.overrides.update(overrides)
     tag = data_set(study.run_config(grid, "iid", None, "pooled", 0), progress=not args.quiet).tag
@@ -261,11 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("data-summary", help="image counts per split, class and source")
-    p.add_argument("--data", required=True, help="COVIDx root folder")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    flags.add_layout_flags(p)
-    p.set_defaults(func=cmd_data_summary)
+    add_data_summary(sub)
 
     p = sub.add_parser("train", help="train one model in one mode into a run directory")
     _train_args(p, out_required=True)

@@ -95,6 +95,11 @@ def local_spec(cfg: TrainConfig, hw: Hardware, seed: int, class_weight: np.ndarr
     return LocalSpec(**{**values, **changes})
 
 
+def _outputs(model: nn.Module) -> int:
+    """The model's class count: the outputs of its last linear layer, the head of every model here."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
 def fit(model: nn.Module, data: tuple, cfg: TrainConfig, hw: Hardware, task: Task) -> tuple[Update, dict]:
     """Train ``model`` (holding the global weights) on ``data`` = (images, labels, indices),
     i.e. on ``images[indices]``, for E local epochs, with the strategy's client side
@@ -108,7 +113,8 @@ def fit(model: nn.Module, data: tuple, cfg: TrainConfig, hw: Hardware, task: Tas
     dp = privacy.settings(cfg, len(indices))
     seed = derive_seed(cfg.seed, "train", round_idx, client)
     hook = from_config(cfg).client_hook(task.extra)
-    spec = local_spec(cfg, hw, seed, class_weights(cfg, labels[indices]), dp=dp, hook=hook)
+    weights = class_weights(cfg, labels[indices], _outputs(model))
+    spec = local_spec(cfg, hw, seed, weights, dp=dp, hook=hook)
     res = local_train(model, images, labels, indices, spec, task.optimizer_state)
     metrics = (
         {}

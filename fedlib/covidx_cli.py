@@ -1,4 +1,5 @@
-"""``fedlib covidx build`` and ``fedlib covidx check``: a COVIDx folder from its public sources.
+"""``fedlib covidx build`` and ``fedlib covidx check``: a COVIDx folder from its public sources;
+``fedlib data-summary``: what a COVIDx folder holds.
 
 ``fedlib.cli.build_parser`` registers them with one call, ``add_commands(sub)``; the
 work is in ``fedlib.data.covidx_build``.
@@ -7,7 +8,10 @@ work is in ``fedlib.data.covidx_build``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -100,3 +104,55 @@ def cmd_check(args: argparse.Namespace) -> None:
     if not report.ok:
         raise UserError(report.describe(args.data))
     print(report.describe(args.data))
+
+
+def add_data_summary(subparsers) -> None:
+    """Add ``data-summary`` to fedlib's subparsers."""
+    from .config import flags
+
+    p = subparsers.add_parser("data-summary", help="image counts per split, class and source")
+    p.add_argument("--data", required=True, help="COVIDx root folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    flags.add_layout_flags(p)
+    p.set_defaults(func=cmd_data_summary)
+
+
+def cmd_data_summary(args) -> None:
+    from .config import LAYOUT, flags
+    from .data.covidx import Layout, class_names, patient_overlap, summarize
+    from .data.releases import detect_layout, known_release
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist; pass a COVIDx folder to --data.")
+    layout, note = detect_layout(root, Layout(**flags.given(args, LAYOUT)))
+    if note:
+        print(f"fedlib: note: {note}", file=sys.stderr)
+    summary = summarize(root, layout)
+    leaked = patient_overlap(root, layout)
+    if leaked:
+        shown = ", ".join(leaked[:10]) + (" ..." if len(leaked) > 10 else "")
+        print(f"warning: {len(leaked)} patient id(s) appear in both train and test: {shown}", file=sys.stderr)
+    for split, rep in summary["repeated"].items():
+        if rep["lines"]:  # real releases have them; the counts above are of distinct images
+            shown = ", ".join(rep["first"]) + (" ..." if rep["images"] > len(rep["first"]) else "")
+            other = f", {rep['other_patient_id']} of them with another patient id" if rep["other_patient_id"] else ""
+            print(
+                f"warning: {rep['lines']} line(s) of the {split} split repeat an image listed before with the "
+                f"same label ({rep['images']} image(s): {shown}{other}); each image is counted once",
+                file=sys.stderr,
+            )
+    release = known_release(summary)
+    if args.json:
+        print(json.dumps({**summary, "release": release.name if release else None}, indent=2))
+        return
+    classes = class_names(summary["task"])
+    print(f"{'split':<8}" + "".join(f"{c:>12}" for c in classes) + f"{'total':>10}")
+    for split in layout.split_names():
+        counts = summary[split]
+        print(f"{split:<8}" + "".join(f"{counts[c]:>12}" for c in classes) + f"{counts['total']:>10}")
+    for split, by_source in summary["sources"].items():
+        print(f"sources ({split}): " + ", ".join(f"{s}={n}" for s, n in sorted(by_source.items())))
+    print(f"task: {summary['task']}")
+    if release:
+        print(f"release: {release.name} (counts as published: {release.source})")

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, eval_batch_size
-from .data.covidx import Layout
 from .data.identity import fingerprint
-from .data.resolve import Dataset, load_dataset
+from .data.resolve import Dataset, load_dataset, recorded
 from .errors import UserError
 from .metrics import summarize_confusion
 from .models import build_model, param_count
@@ -34,7 +33,7 @@ class Experiment:
     run_dir: Path
     train_idx: np.ndarray  # the training images in use (all, or the --subset), validation excluded
     test_idx: np.ndarray
-    val_idx: np.ndarray  # training images held out for validation (--val-fraction; empty by default)
+    val_idx: np.ndarray  # validation images: held out of training (--val-fraction) or --val-split's; empty by default
     parts: list[np.ndarray]  # one index array (into the training arrays) per client
     progress: bool = True
     started: float = field(default_factory=time.time)
@@ -60,13 +59,22 @@ class Experiment:
 
     def _evaluate(self, model: nn.Module, images: np.ndarray, labels: np.ndarray, idx: np.ndarray):
         batch = eval_batch_size(self.cfg, cuda=self.hw.device.type == "cuda")
-        return evaluate(model, images, labels, idx, image_size=self.cfg.image_size, hw=self.hw, batch_size=batch)
+        return evaluate(
+            model,
+            images,
+            labels,
+            idx,
+            image_size=self.cfg.image_size,
+            hw=self.hw,
+            batch_size=batch,
+            num_classes=len(self.data.classes),
+        )
 
     def _eval_splits(self, train_idx: np.ndarray | None = None):
         d = self.data
         yield "train", d.train_images, d.train_labels, self.train_idx if train_idx is None else train_idx
         if len(self.val_idx):
-            yield "val", d.train_images, d.train_labels, self.val_idx
+            yield "val", *d.validation_arrays(), self.val_idx
         yield "test", d.test_images, d.test_labels, self.test_idx
 
     def final_metrics(self, model: nn.Module, indices: np.ndarray | None = None) -> dict:
@@ -186,8 +194,11 @@ def setup(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> Experiment:
     train_idx = _subset(len(data.train_labels), cfg.subset, cfg.seed, "subset")
     test_idx = _subset(len(data.test_labels), cfg.test_subset, cfg.seed, "test_subset")
     _warn_missing_classes(data, train_idx, test_idx)
-    kept, held = holdout(data.train_labels[train_idx], cfg.val_fraction, derive_seed(cfg.seed, "validation"))
-    train_idx, val_idx = train_idx[kept], train_idx[held]
+    if data.val_labels is not None:  # a published validation split (--val-split)
+        val_idx = np.arange(len(data.val_labels))
+    else:
+        kept, held = holdout(data.train_labels[train_idx], cfg.val_fraction, derive_seed(cfg.seed, "validation"))
+        train_idx, val_idx = train_idx[kept], train_idx[held]
     local = partition(
         cfg.partition,
         data.train_labels[train_idx],
@@ -235,9 +246,9 @@ def describe(exp: Experiment) -> dict:
 
 def record_data(cfg: TrainConfig, data: Dataset, resume: bool) -> TrainConfig:
     """The config with the fingerprint of the data it trains on; a resumed run must find the
-    data it started with."""
-    layout = cfg.layout if cfg.data != "synthetic" else Layout()
-    found = fingerprint(data.root, layout)
+    data it started with. The task is recorded as the labels gave it (``recorded``)."""
+    cfg = recorded(cfg, data.task)
+    found = fingerprint(data.root, data.layout)
     if resume and cfg.data_fingerprint not in (None, found):
         raise UserError(
             f"--resume: the data at {data.root} changed since this run started (fingerprint "

@@ -44,11 +44,11 @@ def test_cache_size_rejects_non_positive_integers(bad):
 @pytest.mark.parametrize("size", [(40, 30), (30, 40), (33, 33), (401, 200)])
 def test_preprocess_matches_torchvision_resize_and_centre_crop(size):
     img = make_image("RGB", size, seed=5)
-    expected = np.asarray(TF.center_crop(TF.resize(img, 20), [20, 20]))
+    expected = np.asarray(TF.center_crop(TF.resize(img.convert("L"), 20), [20, 20]))[:, :, None]
 
-    out = preprocess(img, 20)
+    out = preprocess(img, 20)  # one channel: a colour image's luma
 
-    assert out.dtype == np.uint8 and out.shape == (20, 20, 3)
+    assert out.dtype == np.uint8 and out.shape == (20, 20, 1)
     np.testing.assert_array_equal(out, expected)
 
 
@@ -61,13 +61,13 @@ def test_preprocess_grayscale_equals_its_rgb_form():
 def test_preprocess_upscales_small_images():
     out = preprocess(make_image("L", (10, 8)), 16)
 
-    assert out.shape == (16, 16, 3)
+    assert out.shape == (16, 16, 1)
 
 
 def test_decode_split_decodes_every_listed_image(covidx_root):
     images, labels, records = decode_split(covidx_root, "train", image_size=28)
 
-    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    assert images.shape == (5, 32, 32, 1) and images.dtype == np.uint8
     assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 2, 1, 2]
     np.testing.assert_array_equal(images[1], preprocess(load_image(covidx_root / "train" / records[1].filename), 32))
 
@@ -126,7 +126,7 @@ def test_changing_the_image_size_rebuilds(covidx_root, tmp_path):
 
     images, _, _ = load_split_arrays(covidx_root, "train", 14, cache_dir=cache_dir, progress=False)
 
-    assert images.shape == (5, 16, 16, 3)
+    assert images.shape == (5, 16, 16, 1)
     assert len(npy_files(cache_dir)) == 2
 
 
@@ -220,7 +220,7 @@ def test_custom_layout_reaches_the_cache(covidx_root, tmp_path):
 
     images, _, _ = load_split_arrays(covidx_root, "train", 28, layout, cache_dir=tmp_path / "c", progress=False)
 
-    assert images.shape == (5, 32, 32, 3)
+    assert images.shape == (5, 32, 32, 1)
 
 
 # --- stopping a build -----------------------------------------------------------
@@ -337,7 +337,7 @@ def test_a_signal_mid_build_ends_it_at_once_leaving_nothing_and_the_next_build_w
     again = _build_process(tmp_path, root, cache_dir)
     out, err = again.communicate(timeout=120)
 
-    assert again.returncode == 0 and out == "built (300, 32, 32, 3)\n", err
+    assert again.returncode == 0 and out == "built (300, 32, 32, 1)\n", err
     assert [p.suffix for p in cache_dir.iterdir()] == [".npy"]
 
 
@@ -363,7 +363,7 @@ def test_workers_do_not_import_the_callers_main_script(tmp_path):
     )
 
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "main ran\nbuilt (40, 32, 32, 3)\n"
+    assert res.stdout == "main ran\nbuilt (40, 32, 32, 1)\n"
 
 
 # ---------------------------------------------------------------- a full disk (issue 26)

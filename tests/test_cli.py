@@ -79,7 +79,8 @@ TRAIN_FLAGS = (
     "--server-momentum --beta1 --beta2 --tau --trim-fraction --secagg --min-clients --round-retries "
     "--client-timeout --inject-failures --partition --alpha --dp-noise-multiplier --dp-target-epsilon --dp-delta "
     "--dp-max-grad-norm --central-epochs --pooled-budget --val-fraction --class-weight --eval-every --seed "
-    "--subset --device --amp --parallel-clients --compile --train-split --test-split --train-dir --test-dir"
+    "--subset --device --amp --parallel-clients --compile --train-split --test-split --train-dir --test-dir "
+    "--val-split --val-dir --task"
 ).split()
 
 
@@ -117,7 +118,7 @@ def test_train_help_shows_each_fields_help_by_section(capsys):
 def test_layout_flags_are_one_definition_for_every_command():
     from fedlib.config import FIELDS, LAYOUT, SECTIONS
 
-    assert LAYOUT == ("train_split", "test_split", "train_dir", "test_dir")
+    assert LAYOUT == ("train_split", "test_split", "train_dir", "test_dir", "val_split", "val_dir", "task")
     commands = _subparsers()
     for command in ("data-summary", "train", "flower-local", "reproduce", "study"):
         actions = _by_dest(commands[command])

@@ -83,7 +83,11 @@ def test_parse_is_lenient_on_case_blank_lines_crlf_and_extra_columns(tmp_path):
     [
         ("p1 a.png normal\np2 b.png\n", r"line 2: expected .* 2 column"),
         ("p1 a.png covid rsna\n", r"line 1: unknown label 'covid'; valid labels are pneumonia, normal, COVID-19"),
-        ("\np1 a.png positive rsna\n", r"line 2: unknown label 'positive'"),
+        (
+            "\np1 a.png normal rsna\np2 b.png positive rsna\n",
+            r"mixes the three-class labels \(line 2: 'p1 a\.png normal rsna'\) and the binary labels "
+            r"\(line 3: 'p2 b\.png positive rsna'\); a split file uses one vocabulary",
+        ),
         (
             "p1 a.png normal\np2 b.png normal\np3 a.png COVID-19\n",
             r"lines 1 and 3 both list 'a\.png', as normal and COVID-19; remove the line with the wrong label",
@@ -328,7 +332,9 @@ def test_a_link_out_of_the_data_root_is_refused(covidx_root, tmp_path, linked):
 
 
 def test_read_split_unknown_split(covidx_root):
-    with pytest.raises(UserError, match=r"Unknown split 'val'"):
+    with pytest.raises(UserError, match=r"Unknown split 'dev'"):
+        read_split(covidx_root, "dev")
+    with pytest.raises(UserError, match=r"No validation split is named; set Layout.val_split \(CLI --val-split\)"):
         read_split(covidx_root, "val")
 
 
@@ -336,6 +342,7 @@ def test_summarize_counts_classes_and_sources(covidx_root):
     summary = summarize(covidx_root)
 
     assert summary == {
+        "task": "three-class",
         "train": {"pneumonia": 1, "normal": 2, "COVID-19": 2, "total": 5},
         "test": {"pneumonia": 1, "normal": 1, "COVID-19": 1, "total": 3},
         "sources": {

@@ -98,7 +98,7 @@ def test_augment_constant_gray_maps_to_its_normalised_value():
 
 
 def test_augment_wants_uint8_nhwc():
-    with pytest.raises(ValueError, match=r"uint8 images of shape \(N, H, W, 3\)"):
+    with pytest.raises(ValueError, match=r"uint8 images of shape \(N, H, W, 1 or 3\)"):
         augment_batch(torch.zeros(2, 3, 37, 37), 32, torch.Generator())
 
 

@@ -27,7 +27,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     ),
     "privacy": ("privacy", "DP-SGD with Opacus on every client (BatchNorm becomes GroupNorm); SecAgg+ with Flower"),
     "data": ("data", "which images, and how the clients share them; synth_* shape the generated (synthetic) set"),
-    "layout": ("COVIDx layout", "releases name their split files and folders differently"),
+    "layout": (
+        "COVIDx layout",
+        "releases name their split files and folders differently, and label three classes or two (positive/negative)",
+    ),
     "evaluation": ("evaluation", "validation, test evaluation and checkpoints"),
     "hardware": ("hardware", "where and how fast the run executes"),
 }
@@ -290,6 +293,21 @@ class TrainConfig:
     )
     train_dir: str = knob("train", "layout", "train image folder (default train)", flag="--train-dir")
     test_dir: str = knob("test", "layout", "test image folder (default test)", flag="--test-dir")
+    val_split: str | None = knob(
+        None,
+        "layout",
+        "a published validation split file (val.txt in COVIDx CXR-3/4), used instead of --val-fraction (default: none)",
+        flag="--val-split",
+    )
+    val_dir: str = knob("val", "layout", "validation image folder, with --val-split (default val)", flag="--val-dir")
+    task: str = knob(
+        "auto",
+        "layout",
+        "auto (as the split files' labels say) | binary (pneumonia and normal count as negative) | three-class "
+        "(default auto)",
+        flag="--task",
+        resume=True,  # config.json holds the resolved task; a change of data is caught by the fingerprint
+    )
     data_fingerprint: str | None = knob(
         None,
         "data",
@@ -301,7 +319,9 @@ class TrainConfig:
     def layout(self):
         from ..data.covidx import Layout
 
-        return Layout(self.train_split, self.test_split, self.train_dir, self.test_dir)
+        return Layout(
+            self.train_split, self.test_split, self.train_dir, self.test_dir, self.val_split, self.val_dir, self.task
+        )
 
     @property
     def head_grid(self) -> int:

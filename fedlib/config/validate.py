@@ -107,6 +107,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         and 0 <= cfg.val_fraction < 1,
         f"--val-fraction must be in [0, 1), got {cfg.val_fraction!r}.",
     )
+    _check_validation_split(cfg)
     _check(cfg.device in DEVICES, f"unknown device {cfg.device!r}; choose one of {', '.join(DEVICES)}.")
     _check(cfg.profile in PROFILES, f"unknown profile {cfg.profile!r}; choose one of {', '.join(PROFILES)}.")
     for name in (
@@ -197,6 +198,37 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"--{name.replace('_', '-')} must be an integer of at least 1, got {value!r}.",
         )
     return cfg
+
+
+def _check_validation_split(cfg: TrainConfig) -> None:
+    """The task's name, and one source of validation images: a published split or a share held out."""
+    from ..data.covidx import TASKS  # late: keeps this module's import light
+
+    _check(cfg.task in TASKS, f"unknown task {cfg.task!r} (--task); choose one of {', '.join(TASKS)}.")
+    if cfg.val_split is None:
+        return
+    _check(
+        not cfg.val_fraction,
+        f"--val-split {cfg.val_split} and --val-fraction {cfg.val_fraction:g} both choose validation images; "
+        "give one of them (--val-fraction 0 with --val-split).",
+    )
+    _check(
+        cfg.data != "synthetic",
+        "--val-split names a split file of a COVIDx folder, and the synthetic set has none; use --val-fraction.",
+    )
+
+
+def one_validation(overrides: dict) -> dict:
+    """Options as typed (None: not given), with --val-split replacing the profile's --val-fraction;
+    both typed is one error."""
+    if overrides.get("val_split") is None:
+        return overrides
+    if overrides.get("val_fraction"):
+        raise UserError(
+            f"--val-split {overrides['val_split']} and --val-fraction {overrides['val_fraction']:g} both choose "
+            "validation images; give one of them."
+        )
+    return {**overrides, "val_fraction": 0.0}
 
 
 def _check_strategy(cfg: TrainConfig) -> None:

@@ -10,9 +10,16 @@ A COVIDx release is a folder with two split files and two image folders::
 Releases name the split files differently (``train_split_v3.txt`` is the one
 the paper used), so every name is a field of ``Layout``.
 
-Class indices follow the authors' code, not the order of the COVIDx labels:
-``CLASSES[i]`` is the name of class ``i``, so pneumonia=0, normal=1,
-COVID-19=2. Every other module (metrics, plots, partitions) uses this tuple.
+Two tasks, decided by the split files' labels: ``pneumonia``/``normal``/``COVID-19``
+(any case; the paper's v3 and COVIDx up to v9A) is the three-class task, whose
+indices follow the authors' code, not the order of the COVIDx labels: ``CLASSES[i]``
+is the name of class ``i``, so pneumonia=0, normal=1, COVID-19=2.
+``positive``/``negative`` (Kaggle's COVIDx CXR-2/3/4, COVID-Net's v7B-v9B) is the
+binary task: negative=0, positive=1 (``BINARY_CLASSES``). ``Layout.task``
+"binary" on a three-class folder maps pneumonia and normal to negative and
+COVID-19 to positive (COVID-Net's convention). ``class_names(task)`` is the one
+place that names the classes; a loaded data set carries them (``Dataset.classes``)
+and every metric, table and figure takes them from there.
 
 Real releases list some images more than once (the earliest COVIDx train split
 has one line per RSNA annotation box): a repeat with the same label is kept
@@ -27,38 +34,42 @@ link is refused. So a split file, or a folder of links unpacked from an
 archive, cannot make fedlib read files elsewhere, while linking a whole image
 folder to another disk (``train -> /mnt/disk/covidx/train``) still works.
 
-An image whose header claims more than ``MAX_PIXELS`` pixels or a side ratio
-beyond ``MAX_ASPECT`` is refused before its pixels are decoded: a PNG of a few
-hundred bytes can claim 1 x 300,000 pixels, which passes PIL's pixel-count
-guard and would make the resize allocate gigabytes.
+Images are decoded by ``fedlib.data.images`` (``load_image`` is re-exported here),
+which refuses a header claiming more pixels than a radiograph can have.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image
-
+from fedlib.data.images import _decode, _not_a_file, load_image  # noqa: F401 (re-exported: the image reader)
 from fedlib.errors import UserError, quoted
 
 CLASSES = ("pneumonia", "normal", "COVID-19")  # the authors' index map: pneumonia=0, normal=1, COVID-19=2
-_LABEL_INDEX = {name.lower(): i for i, name in enumerate(CLASSES)}
+BINARY_CLASSES = ("negative", "positive")  # COVIDx's binary releases: negative=0, positive=1
+THREE_CLASS, BINARY = "three-class", "binary"
+TASKS = ("auto", BINARY, THREE_CLASS)  # Layout.task: auto = as the split files' labels say
+_VOCABULARIES = {THREE_CLASS: CLASSES, BINARY: BINARY_CLASSES}
+# label (lower case) -> (task, index into that task's classes)
+_LABEL_INDEX = {name.lower(): (task, i) for task, names in _VOCABULARIES.items() for i, name in enumerate(names)}
+# The three-class labels as the binary task counts them: pneumonia and normal are negative.
+_TO_BINARY = (0, 0, 1)
 SPLITS = ("train", "test")
+SPLITS_WITH_VAL = ("train", "val", "test")
 
-# The largest radiograph detectors are 43 cm at 100 um pixels, about 4,300 x 4,300
-# = 18.5 megapixels; 50 leaves room for high-resolution film scans while capping a
-# decoded 16-bit image (kept as float64 while it is rescaled) near 400 MB a worker.
-MAX_PIXELS = 50_000_000
-# Chest films are about 1:1.3 and stitched long-leg or spine views about 1:3; past
-# 1:8 an image is a strip, not a radiograph, and resizing its short side to 256
-# would make the long side tens of thousands of pixels.
-MAX_ASPECT = 8
+
+def class_names(task: str) -> tuple[str, ...]:
+    """The class names of a resolved task ("binary" or "three-class"), index order."""
+    return _VOCABULARIES[task]
+
+
+def positive_class(classes) -> str:
+    """The class whose sensitivity is "COVID-19 sensitivity": COVID-19, or positive in the binary task."""
+    return "COVID-19" if "COVID-19" in classes else classes[-1]
 
 
 # COVIDx v9's train split is about 2.5 MB (30,000 lines); a split file twenty-five times that is
@@ -78,6 +89,13 @@ class Layout:
     test_split: str = "test_split.txt"  # likewise test_split_v3.txt for v3
     train_dir: str = "train"  # the folder the COVID-Net scripts create
     test_dir: str = "test"  # likewise for the test images
+    val_split: str | None = None  # a published validation split (val.txt in COVIDx CXR-3/4); None: none
+    val_dir: str = "val"  # the folder of its images
+    task: str = "auto"  # auto (as the labels say) | binary | three-class; see the module docstring
+
+    def split_names(self) -> tuple[str, ...]:
+        """The splits this layout has: train and test, and val when a validation split is named."""
+        return SPLITS_WITH_VAL if self.val_split is not None else SPLITS
 
 
 @dataclass(frozen=True)
@@ -86,8 +104,9 @@ class Record:
 
     patient_id: str
     filename: str
-    label: int  # index into CLASSES
+    label: int  # index into class_names(task)
     source: str  # data set of origin (cohen, rsna, ...); "unknown" for the old 3-column form
+    task: str = THREE_CLASS  # whose labels: "three-class" (CLASSES) or "binary" (BINARY_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -117,9 +136,10 @@ def parse_split_file(path) -> list[Record]:
     Each non-blank line is ``patientid filename label [source [extra ...]]``,
     separated by whitespace. Three columns is the oldest form (source becomes
     "unknown"); columns beyond the fourth, which some releases carry, are
-    ignored. Labels are matched case-insensitively against ``CLASSES`` and
-    nothing else: spellings such as ``covid`` or ``COVID19`` and the binary
-    ``positive``/``negative`` releases are rejected rather than guessed at.
+    ignored. Labels are matched case-insensitively against ``CLASSES`` or
+    ``BINARY_CLASSES`` and nothing else (spellings such as ``covid`` or
+    ``COVID19`` are rejected rather than guessed at); a file that mixes the two
+    is an error naming the first line of each. Each record says its task.
     An image listed again with the same label is kept once, from its first
     line, with a ``RepeatedImageWarning``; with another label it is an error.
     File names cannot contain spaces.
@@ -153,6 +173,7 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
     first: dict[str, tuple[int, Record]] = {}  # file name -> (line number, record)
     repeated: dict[str, None] = {}  # an ordered set
     repeat_lines = other_patient = 0
+    vocabulary = None  # (task, line number, line) of the first label
     for number, line in enumerate(text.splitlines(), start=1):
         columns = line.split()
         if not columns:
@@ -163,9 +184,14 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
                 f"{len(columns)} column(s) in {quoted(line.strip())}; fix or remove the line."
             )
         patient_id, filename, label_name = columns[:3]
-        label = _LABEL_INDEX.get(label_name.lower())
-        if label is None:
+        found = _LABEL_INDEX.get(label_name.lower())
+        if found is None:
             _unknown_label(path, number, columns)
+        task, label = found
+        if vocabulary is None:
+            vocabulary = (task, number, line)
+        elif task != vocabulary[0]:
+            _mixed(path, vocabulary, (task, number, line))
         name = PurePosixPath(filename)
         if name.is_absolute() or ".." in name.parts:
             raise UserError(
@@ -183,14 +209,15 @@ def read_split_file(path) -> tuple[list[Record], Repeats]:
             if kept.label != label:
                 raise UserError(
                     f"{path} lines {first_number} and {number} both list {quoted(filename)}, as "
-                    f"{CLASSES[kept.label]} and {CLASSES[label]}; remove the line with the wrong label."
+                    f"{class_names(task)[kept.label]} and {class_names(task)[label]}; remove the line with the "
+                    "wrong label."
                 )
             repeat_lines += 1
             other_patient += patient_id != kept.patient_id
             repeated[filename] = None
             continue
         source = columns[3] if len(columns) >= 4 else "unknown"
-        record = Record(patient_id, filename, label, source)
+        record = Record(patient_id, filename, label, source, task)
         first[key] = (number, record)
         records.append(record)
     if not records:
@@ -208,90 +235,56 @@ def _unknown_label(path: Path, number: int, columns: list[str]) -> None:
             "supported, rename the file and its line."
         )
     raise UserError(
-        f"{path} line {number}: unknown label {quoted(columns[2])}; valid labels are {', '.join(CLASSES)} (any case)."
+        f"{path} line {number}: unknown label {quoted(columns[2])}; valid labels are {', '.join(CLASSES)} "
+        f"(three classes) or {', '.join(BINARY_CLASSES)} (binary), any case."
     )
 
 
-def load_image(path) -> Image.Image:
-    """Decode one image file into an RGB PIL image (grayscale replicated).
-
-    Alpha is dropped, palettes and CMYK are converted by PIL. Images with more
-    than 8 bits (16-bit PNG ``I;16``, 32-bit ``I``, float ``F``) are stretched
-    from their own minimum..maximum to 0..255: the 16-bit CXRs in COVIDx often
-    hold 12-bit data, which dividing by 65535 would leave nearly black, and
-    PIL's plain ``convert("RGB")`` (what the authors' code does) clips every
-    value above 255 to white. A constant image maps to 0.
-    """
-    return _decode(path).convert("RGB")
+def _mixed(path: Path, first: tuple, other: tuple) -> None:
+    """Raise for a split file whose labels come from both vocabularies."""
+    shown = " and ".join(
+        f"the {task} labels (line {number}: {quoted(line.strip())})" for task, number, line in (first, other)
+    )
+    raise UserError(
+        f"{path} mixes {shown}; a split file uses one vocabulary, fix the lines of the other "
+        "(--task binary maps a three-class folder to positive/negative)."
+    )
 
 
-def _decode(path) -> Image.Image:
-    """Decode to mode L (grayscale) or RGB; ``load_image`` and the cache share it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Image file {path} {_not_a_file(path)}; check the split file and the image folder.")
-    if path.stat().st_size == 0:
+def _check_split(split: str, layout: Layout) -> None:
+    if split == "val" and layout.val_split is None:
+        raise UserError("No validation split is named; set Layout.val_split (CLI --val-split), e.g. val.txt.")
+    if split not in SPLITS_WITH_VAL:
+        raise UserError(f"Unknown split {split!r}; use 'train', 'val' or 'test'.")
+
+
+def as_task(records: list[Record], task: str, path) -> list[Record]:
+    """The records as ``task`` (a ``Layout.task``) counts them: as they are, or a three-class
+    split's labels mapped to negative/positive. A binary split cannot become three-class."""
+    if task not in TASKS:
+        raise UserError(f"Unknown task {quoted(str(task))} (CLI --task); use {', '.join(TASKS)}.")
+    have = records[0].task
+    if task in ("auto", have):
+        return records
+    if task == THREE_CLASS:
         raise UserError(
-            f"Image file {path} is empty (0 bytes); download it again or remove its line from the split file."
+            f"{path} has binary labels (positive/negative), which do not say pneumonia or normal; "
+            "drop --task three-class to train the binary task, or use a three-class release."
         )
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above ~89 megapixels; such images are refused below anyway
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
-            _check_size(path, *img.size)  # from the header, before any pixel is decoded
-            img.load()  # decodes now, so a truncated file fails here and not later
-            return _to_l_or_rgb(img, path)
-    except PermissionError as err:
-        raise UserError(
-            f"Image file {path} cannot be read ({err.strerror}); give this user read access to it."
-        ) from err
-    except Image.DecompressionBombError as err:  # PIL's own guard, above ~179 megapixels, fires in open()
-        pixels = re.search(r"\((\d+) pixels\)", str(err))
-        raise UserError(
-            f"Image file {path} claims {pixels[1] if pixels else 'too many'} pixels, beyond what a radiograph "
-            f"can be{_LIMITS}; replace the file or remove its line from the split file."
-        ) from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise UserError(
-            f"Image file {path} cannot be decoded ({err}); download it again or remove its line from the split file."
-        ) from err
+    return [Record(r.patient_id, r.filename, _TO_BINARY[r.label], r.source, BINARY) for r in records]
 
 
-def _check_size(path: Path, width: int, height: int) -> None:
-    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+def task_of(by_split: dict[str, tuple[list[Record], Path]]) -> str:
+    """The one task of a folder's splits ({split: (records, split file)}); splits whose labels
+    disagree (a binary train split with a three-class test split) are an error naming both."""
+    seen = {records[0].task: path for records, path in by_split.values()}
+    if len(seen) > 1:
+        (a, a_path), (b, b_path) = seen.items()
         raise UserError(
-            f"Image file {path} claims {width} x {height} pixels, beyond what a radiograph can be{_LIMITS}; "
-            "replace the file or remove its line from the split file."
+            f"{a_path} has {a} labels but {b_path} has {b} labels; give split files of one release, or "
+            "--task binary to count both as negative/positive."
         )
-
-
-_LIMITS = f" (at most {MAX_PIXELS // 1_000_000} megapixels and a side ratio of {MAX_ASPECT}:1)"
-
-
-def _to_l_or_rgb(img: Image.Image, path: Path) -> Image.Image:
-    if img.mode in ("L", "RGB"):
-        return img.copy()
-    if img.mode.startswith("I") or img.mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(values).all():  # a float image: NaN or inf would be cached as black
-            bad = int(np.size(values) - np.isfinite(values).sum())
-            raise UserError(
-                f"Image file {path} has {bad} pixel(s) that are not finite numbers (NaN or infinity); "
-                "export it again or remove its line from the split file."
-            )
-        low, high = values.min(), values.max()
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
-    if img.mode in ("1", "LA", "La"):
-        return img.convert("L")
-    return img.convert("RGB")
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise UserError(f"Unknown split {split!r}; use 'train' or 'test'.")
+    return next(iter(seen))
 
 
 def _check_root(root) -> Path:
@@ -302,13 +295,6 @@ def _check_root(root) -> Path:
             "and the train/ and test/ image folders."
         )
     return root
-
-
-def _not_a_file(path: Path) -> str:
-    """Why ``path`` is no file to read: missing, or something else (a folder, a FIFO, a device)."""
-    if path.is_dir():
-        return "is a folder, not a file"
-    return "is not a regular file (a FIFO, a device, ...)" if path.exists() else "does not exist"
 
 
 def _in_root(root: Path, layout: Layout, field: str) -> Path:
@@ -331,7 +317,8 @@ def _split_file(root: Path, split: str, layout: Layout) -> Path:
     if not path.is_file():
         raise UserError(
             f"Split file {path} {_not_a_file(path)}; set Layout.{field} (CLI --{field.replace('_', '-')}) "
-            "to the name your COVIDx release uses, e.g. train_split_v3.txt / test_split_v3.txt."
+            "to the name your COVIDx release uses, e.g. "
+            + ("val.txt (Kaggle's COVIDx CXR-3/4)." if split == "val" else "train_split_v3.txt / test_split_v3.txt.")
         )
     return path
 
@@ -343,10 +330,10 @@ def read_split(root, split: str, layout: Layout = Layout()) -> tuple[list[Record
     folder, so a partial download fails here with a count instead of halfway
     through a cache build.
     """
-    _check_split(split)
+    _check_split(split, layout)
     root = _check_root(root)
     split_path = _split_file(root, split, layout)
-    records = parse_split_file(split_path)
+    records = as_task(parse_split_file(split_path), layout.task, split_path)
     field = f"{split}_dir"
     image_dir = _in_root(root, layout, field)
     if not image_dir.is_dir():
@@ -397,18 +384,23 @@ def _line_of(split_path: Path, filename: str) -> int:
 def summarize(root, layout: Layout = Layout()) -> dict:
     """Image counts per split, per class and per source; reads only the split files.
 
-    Returns ``{"train": {"normal": n, "pneumonia": n, "COVID-19": n, "total": n},
-    "test": {...}, "sources": {"train": {source: n}, "test": {...}},
+    Returns ``{"task": "three-class" | "binary", "train": {"pneumonia": n, "normal": n,
+    "COVID-19": n, "total": n} (binary: "negative", "positive"), "test": {...}, ("val": {...}
+    with a validation split), "sources": {"train": {source: n}, "test": {...}},
     "repeated": {"train": {"lines": n, "images": n, "other_patient_id": n, "first": [name, ...]},
     "test": {...}}}``; counts are of distinct images, "repeated" counts the
     lines that list an image again with the same label (see ``parse_split_file``).
     """
     root = _check_root(root)
     summary: dict = {"sources": {}, "repeated": {}}
-    for split in SPLITS:
-        records, repeats = read_split_file(_split_file(root, split, layout))
+    by_split = {}
+    for split in layout.split_names():
+        path = _split_file(root, split, layout)
+        records, repeats = read_split_file(path)
+        records = as_task(records, layout.task, path)
+        by_split[split] = (records, path)
         labels = Counter(r.label for r in records)
-        counts = {name: labels[i] for i, name in enumerate(CLASSES)}
+        counts = {name: labels[i] for i, name in enumerate(class_names(records[0].task))}
         counts["total"] = len(records)
         summary[split] = counts
         summary["sources"][split] = dict(sorted(Counter(r.source for r in records).items()))
@@ -418,12 +410,9 @@ def summarize(root, layout: Layout = Layout()) -> dict:
             "other_patient_id": repeats.other_patient,
             "first": list(repeats.names[:_SHOWN]),
         }
-    return {
-        "train": summary["train"],
-        "test": summary["test"],
-        "sources": summary["sources"],
-        "repeated": summary["repeated"],
-    }
+    task = task_of(by_split)
+    splits = {split: summary[split] for split in layout.split_names()}
+    return {"task": task, **splits, "sources": summary["sources"], "repeated": summary["repeated"]}
 
 
 def patient_overlap(root, layout: Layout = Layout()) -> list[str]:

@@ -3,14 +3,17 @@ read the split files, fill or reuse the preprocessing cache."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from .cache import load_split_arrays
-from .covidx import CLASSES, Layout, Record
+from .covidx import CLASSES, Layout, Record, class_names, read_split, task_of
+from .releases import check_val_overlap, detect_layout
 from .synthetic import SynthConfig, is_synthetic, write_synthetic
 
 
@@ -18,13 +21,30 @@ from .synthetic import SynthConfig, is_synthetic, write_synthetic
 class Dataset:
     root: Path
     synthetic: bool
-    train_images: np.ndarray  # uint8 (N, S, S, 3), memory-mapped
-    train_labels: np.ndarray  # int64 (N,), indices into CLASSES
+    train_images: np.ndarray  # uint8 (N, S, S, 1), memory-mapped
+    train_labels: np.ndarray  # int64 (N,), indices into classes
     train_records: list[Record]
     test_images: np.ndarray
     test_labels: np.ndarray
     test_records: list[Record]
+    # The class names of this data set (its task's): the one place every metric, table and figure
+    # takes them from (fedlib.data.covidx.class_names).
     classes: tuple[str, ...] = CLASSES
+    layout: Layout = field(default_factory=Layout)  # as read: the synthetic set's own names, Kaggle's detected
+    val_images: np.ndarray | None = None  # a published validation split (Layout.val_split); None: none
+    val_labels: np.ndarray | None = None
+    val_records: list[Record] | None = None
+
+    def validation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels the validation indices point into: the published validation split's,
+        or the training arrays a share was held out of (--val-fraction)."""
+        if self.val_images is not None:
+            return self.val_images, self.val_labels
+        return self.train_images, self.train_labels
+
+    @property
+    def task(self) -> str:
+        return "binary" if len(self.classes) == 2 else "three-class"
 
     @property
     def train_sources(self) -> np.ndarray:
@@ -38,6 +58,7 @@ class Dataset:
     def description(self) -> str:
         """What figure captions say about the data."""
         kind = "SYNTHETIC chest X-rays" if self.synthetic else "COVIDx"
+        kind += ", binary" if self.task == "binary" else ""
         return f"{kind} ({len(self.train_labels)} train / {len(self.test_labels)} test images)"
 
 
@@ -79,11 +100,48 @@ def ensure_data_root(cfg, progress: bool = True) -> Path:
     return root
 
 
+class LayoutNotice(UserWarning):
+    """The data root uses other split file names than the ones given, and fedlib uses those."""
+
+
+def data_layout(cfg) -> Layout:
+    """The layout ``cfg``'s data are read with: the synthetic set's own names (with ``cfg.task``),
+    or ``cfg.layout`` with Kaggle's train.txt/test.txt where the default names are absent (said
+    in one line, a ``LayoutNotice``)."""
+    if cfg.data == "synthetic":
+        return Layout(task=cfg.task)
+    layout, note = detect_layout(cfg.data, cfg.layout)
+    if note:
+        warnings.warn(note, LayoutNotice, stacklevel=2)
+    return layout
+
+
+def recorded(cfg, task: str):
+    """``cfg`` as config.json records it: with the task its labels gave ("auto" resolved). The
+    split file names stay as given: Kaggle's are detected again on every read."""
+    return dataclasses.replace(cfg, task=task)
+
+
+def check_splits(root, layout: Layout) -> str:
+    """Read every split of the layout as training would (images present, one task, a validation
+    split apart from train and test); the folder's task."""
+    by_split = {}
+    for split in layout.split_names():
+        records, _ = read_split(root, split, layout)
+        by_split[split] = (records, Path(root) / getattr(layout, f"{split}_split"))
+    check_val_overlap(by_split)
+    return task_of(by_split)
+
+
 def load_dataset(cfg, progress: bool = True) -> Dataset:
     root = ensure_data_root(cfg, progress)
-    layout = cfg.layout if cfg.data != "synthetic" else Layout()
-    train = load_split_arrays(root, "train", cfg.image_size, layout=layout, progress=progress)
-    test = load_split_arrays(root, "test", cfg.image_size, layout=layout, progress=progress)
+    layout = data_layout(cfg)
+    task = check_splits(root, layout)  # before any image is decoded
+    arrays = {
+        split: load_split_arrays(root, split, cfg.image_size, layout=layout, progress=progress)
+        for split in layout.split_names()
+    }
+    train, test, val = arrays["train"], arrays["test"], arrays.get("val", (None, None, None))
     return Dataset(
         root=root,
         synthetic=is_synthetic(root),
@@ -93,4 +151,9 @@ def load_dataset(cfg, progress: bool = True) -> Dataset:
         test_images=test[0],
         test_labels=test[1],
         test_records=test[2],
+        classes=class_names(task),
+        layout=layout,
+        val_images=val[0],
+        val_labels=val[1],
+        val_records=val[2],
     )

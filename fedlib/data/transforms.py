@@ -71,8 +71,14 @@ def _log_ratio(ratio: tuple[float, float]) -> tuple[float, float]:
 
 
 def _to_float_nchw(images: torch.Tensor) -> torch.Tensor:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+    """Float (N, 3, H, W) in 0..1 from uint8 (N, H, W, C), C = 1 (the cache's grey) or 3.
+
+    One channel is replicated to three here, on the batch's device, as uint8 in the
+    NHWC layout a three-channel cache had: the model sees the very tensor it saw then."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 1 or 3), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[-1] == 1:
+        images = images.expand(-1, -1, -1, 3).contiguous()
     return images.permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -172,7 +178,7 @@ def augment_batch(
 ) -> torch.Tensor:
     """Training view of a batch: per sample a random resized crop to ``image_size`` and a coin-flip mirror.
 
-    images: uint8 (N, S, S, 3) as cached, on any device; generator: a CPU
+    images: uint8 (N, S, S, 1) as cached (or 3 channels), on any device; generator: a CPU
     generator (crop parameters are drawn in sample order: crop, then flip).
     batched: crop and resize the batch in one batched operation (crop_batched) rather than
     image by image (crop_each); None: batched on CUDA, image by image elsewhere, so CPU
@@ -192,7 +198,7 @@ def augment_batch(
 def eval_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
     """Test view of a batch: the paper's Resize + CenterCrop, which on a square image is one resize.
 
-    images: uint8 (N, S, S, 3); returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
+    images: uint8 (N, S, S, 1) or (N, S, S, 3); returns float32 (N, 3, image_size, image_size), ImageNet-normalised.
     """
     if images.ndim == 4 and images.shape[1] != images.shape[2]:
         raise ValueError(f"eval_batch expects square images as cached, got {tuple(images.shape)}")

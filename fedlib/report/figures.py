@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ..data.covidx import CLASSES, Layout, load_image, read_split
+from ..data.covidx import CLASSES, load_image, read_split
 from ..data.synthetic import is_synthetic, load_mask
 from ..metrics import slug
 from ..models import MODEL_NAMES
@@ -81,8 +81,7 @@ def sample_images(data, cfg, split: str = "train", per_class: int = 3) -> list[d
     Each item: ``image`` (uint8 HxW), ``label`` (class name), ``filename``, and
     ``mask`` (bool HxW lesion mask, synthetic data only, else None).
     """
-    layout = Layout() if data.synthetic else cfg.layout  # as fedlib.data.resolve reads them
-    records, image_dir = read_split(data.root, split, layout)
+    records, image_dir = read_split(data.root, split, data.layout)  # as fedlib.data.resolve read them
     labels = np.asarray([r.label for r in records])
     rng = np.random.default_rng(cfg.seed)
     synthetic = is_synthetic(data.root)

@@ -244,6 +244,14 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img) > 127
 
 
+def _has_lesion(data, split: str, record) -> bool:
+    """A synthetic image with a drawn lesion (pneumonia and COVID-19; in the binary task the
+    negative class holds both pneumonia and normal images, so the mask decides)."""
+    if not data.synthetic or data.classes[record.label] == "normal":
+        return False
+    return data.task != "binary" or bool(load_mask(data.root, split, record.filename).any())
+
+
 def class_slug(name: str) -> str:
     """'COVID-19' -> 'covid19': for file names."""
     return re.sub(r"[^a-z0-9]+", "", name.lower())
@@ -333,7 +341,7 @@ def paper_figures(
         images, _, run_records = split_arrays(run_data, split)
         idx = pick_images(run_records, labels, seed, filenames=[r.filename for r in chosen])
         for record, panel in zip(chosen, explain_images(model, name, images[idx], cfg.image_size), strict=True):
-            if run_data.synthetic and run_data.classes[record.label] != "normal":
+            if _has_lesion(run_data, split, record):
                 panel.mask = resize_mask(load_mask(run_data.root, split, record.filename), cfg.image_size)
             panels[record.filename][(name, mode)] = panel
         del model
@@ -342,7 +350,7 @@ def paper_figures(
     figures = {}
     per_label = np.bincount([r.label for r in chosen], minlength=len(data.classes))
     for record in chosen:
-        lesion = data.synthetic and data.classes[record.label] != "normal"
+        lesion = _has_lesion(data, split, record)
         outline = "; white outline: true lesion" if lesion else ""
         stem = figure_stem(record.label, data.classes)
         if per_label[record.label] > 1:
@@ -370,7 +378,7 @@ def run_figure(run_dir, images=None, split: str = "test", seed: int = 0, device:
     axes = fig.subplots(2, len(idx), squeeze=False)
     for c, (i, panel) in enumerate(zip(idx, panels, strict=True)):
         record = records[i]
-        if data.synthetic and data.classes[record.label] != "normal":
+        if _has_lesion(data, split, record):
             panel.mask = resize_mask(load_mask(data.root, split, record.filename), cfg.image_size)
         axes[0][c].imshow(panel.image)
         axes[0][c].set_title(f"{record.filename}\ntrue {data.classes[record.label]}", fontsize=9)

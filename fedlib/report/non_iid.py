@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..data.covidx import positive_class
 from ..metrics import slug, summarize_confusion
 from ..run import results
 from ..run.folder import partition_label
@@ -57,7 +58,7 @@ def last_evals(run: results.Run, column: str, k: int = results.LAST_EVALS) -> fl
 
 def table(study: Study, runs_dir: str | Path) -> pd.DataFrame:
     """One row per (partition, method, seed): test accuracy, balanced accuracy and COVID-19
-    sensitivity (each the mean over the last 3 evaluations, ``last_evals``), the last
+    sensitivity (``positive``'s in the binary task; each the mean over the last 3 evaluations, ``last_evals``), the last
     evaluation's accuracy, and per-hospital accuracy of the final models (mean, worst, best).
     Local-only's numbers are means over its hospitals' own models (its "best" column says how
     the best one did at the end)."""
@@ -73,7 +74,9 @@ def table(study: Study, runs_dir: str | Path) -> pd.DataFrame:
                 "seed": seed,
                 "accuracy": last_evals(run, "test_accuracy"),
                 "balanced_accuracy": last_evals(run, "test_balanced_accuracy"),
-                "covid19_sensitivity": last_evals(run, "test_sensitivity_covid19"),
+                "covid19_sensitivity": last_evals(
+                    run, f"test_sensitivity_{slug(positive_class(run.final['classes']))}"
+                ),
                 "final_accuracy": run.final["test"]["accuracy"],
             }
             if method == "local":

@@ -34,7 +34,7 @@ MODE_COLORS = {"fedavg": PALETTE[0], "central": PALETTE[1], "local": PALETTE[2]}
 
 MODE_NAMES = {"fedavg": "FedAvg", "central": "pooled", "local": "local only"}
 
-SPLIT_COLORS = {"train": PALETTE[0], "test": PALETTE[1]}
+SPLIT_COLORS = {"train": PALETTE[0], "val": PALETTE[5], "test": PALETTE[1]}
 
 TITLE_WIDTH = 120  # characters per title line before it wraps (long lists of missing runs)
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..data.covidx import CLASSES
+from ..data.covidx import CLASSES, positive_class
 from ..metrics import slug
 from ..run import results
 from ..run.results import LAST_EVALS, Run
@@ -34,7 +34,10 @@ COVID = slug("COVID-19")
 def split_counts(data, train_idx=None, test_idx=None, about: str | None = None) -> pd.DataFrame:
     """Images per class and split (the paper's Figure 1 numbers) as a wide table."""
     rows = []
-    for split, labels, idx in (("train", data.train_labels, train_idx), ("test", data.test_labels, test_idx)):
+    splits = [("train", data.train_labels, train_idx), ("test", data.test_labels, test_idx)]
+    if getattr(data, "val_labels", None) is not None:  # a published validation split (--val-split)
+        splits.insert(1, ("val", data.val_labels, None))
+    for split, labels, idx in splits:
         labels = np.asarray(labels) if idx is None else np.asarray(labels)[idx]
         counts = np.bincount(labels, minlength=len(data.classes))
         rows.append(
@@ -145,18 +148,32 @@ def _annotate(df: pd.DataFrame, title: str, runs: Sequence[Run], missing: Sequen
     return df
 
 
-_ACCURACY_COLUMNS = {
-    "train_accuracy": "train_accuracy",
-    "test_accuracy": "test_accuracy",
-    "test_balanced_accuracy": "test_balanced_accuracy",
-    f"test_sensitivity_{COVID}": f"test_{COVID}_sensitivity",
-    LAST: LAST,
-}
-_ACCURACY_NOTE = (
-    f"Train: un-augmented training images. test_balanced_accuracy: mean per-class sensitivity; "
-    f"test_{COVID}_sensitivity: share of COVID-19 test images called COVID-19; {LAST}: mean test "
-    f"accuracy over the last {LAST_EVALS} evaluations (the last one alone is a noisy point)."
-)
+def _accuracy_columns(runs: Sequence[Run]) -> dict[str, str]:
+    """Per-run column -> table column of Tables 2 and 4; the sensitivity is the runs' positive
+    class's: COVID-19, or ``positive`` in the binary task."""
+    positive = _positive(runs)
+    return {
+        "train_accuracy": "train_accuracy",
+        "test_accuracy": "test_accuracy",
+        "test_balanced_accuracy": "test_balanced_accuracy",
+        f"test_sensitivity_{positive}": f"test_{positive}_sensitivity",
+        LAST: LAST,
+    }
+
+
+def _positive(runs: Sequence[Run]) -> str:
+    """The slug of the runs' positive class (``fedlib.data.covidx.positive_class``)."""
+    return slug(positive_class(runs[0].final["classes"])) if runs and "classes" in runs[0].final else COVID
+
+
+def _accuracy_note(runs: Sequence[Run]) -> str:
+    positive = _positive(runs)
+    called = "COVID-19" if positive == COVID else positive
+    return (
+        f"Train: un-augmented training images. test_balanced_accuracy: mean per-class sensitivity; "
+        f"test_{positive}_sensitivity: share of {called} test images called {called}; {LAST}: mean test "
+        f"accuracy over the last {LAST_EVALS} evaluations (the last one alone is a noisy point)."
+    )
 
 
 def table2_fl_accuracy(
@@ -165,7 +182,7 @@ def table2_fl_accuracy(
     """The paper's Table 2: FedAvg accuracy and parameter count per model, over seeds."""
     fed = runs_of(runs, FED, models)
     rows = _metrics(fed)
-    df = _seed_summary(rows, _ACCURACY_COLUMNS, by_seed="test_accuracy")
+    df = _seed_summary(rows, _accuracy_columns(fed), by_seed="test_accuracy")
     params = [int(rows.loc[rows["model"] == m, "params"].iloc[0]) for m in dict.fromkeys(rows["model"])]
     df.insert(2, "params", params)
     df.insert(3, "params_millions", [p / 1e6 for p in params])
@@ -174,7 +191,7 @@ def table2_fl_accuracy(
         "Table 2. Accuracy with federated learning (FedAvg).",
         fed,
         missing_runs(runs, models, [FED], seeds),
-        _ACCURACY_NOTE,
+        _accuracy_note(fed),
     )
 
 
@@ -183,13 +200,13 @@ def table4_pooled_accuracy(
 ) -> pd.DataFrame:
     """The paper's Table 4: accuracy without federated learning (pooled data), over seeds."""
     pooled = runs_of(runs, POOLED, models)
-    df = _seed_summary(_metrics(pooled), _ACCURACY_COLUMNS, by_seed="test_accuracy")
+    df = _seed_summary(_metrics(pooled), _accuracy_columns(pooled), by_seed="test_accuracy")
     return _annotate(
         df,
         "Table 4. Accuracy without federated learning (pooled training).",
         pooled,
         missing_runs(runs, models, [POOLED], seeds),
-        _ACCURACY_NOTE,
+        _accuracy_note(pooled),
     )
 
 
@@ -201,7 +218,7 @@ def table3_per_label(
     fed = runs_of(runs, FED, models)
     classes = list(fed[0].final["classes"]) if fed else list(CLASSES)
     columns = {f"{split}_sensitivity_{slug(c)}": c for c in classes}
-    covid = f"{split}_sensitivity_{COVID}"
+    covid = f"{split}_sensitivity_{slug(positive_class(classes))}"
     df = _seed_summary(_metrics(fed), columns, by_seed=covid if covid in columns else None)
     df.attrs["split"] = split
     return _annotate(

@@ -69,6 +69,9 @@ HARDWARE_KEYS = ("device", "amp", "channels_last", "parallel_clients")
 # Where the data are, not what they are: when both configs carry the same fingerprint,
 # a moved checkout or data folder still reuses its runs.
 LOCATION_KEYS = ("data", "data_dir")
+# Keys config.json gained after runs were written, and what a run written without them did:
+# every run before issue 23 trained the three-class task without a published validation split.
+ADDED_KEYS = {"task": "three-class", "val_split": None, "val_dir": "val"}
 # The parameters of 01_train that pick one run of a profile (``run_config``; None: the profile's).
 RUN_KEYS = ("model", "mode", "data", "seed", "device")
 
@@ -100,6 +103,8 @@ class DataSet:
     root: Path
     fingerprint: str  # fedlib.data.identity.fingerprint, as the runs record it
     name: str  # "synthetic", or the folder's name
+    layout: object = None  # the fedlib.data.covidx.Layout it is read with (Kaggle's names detected)
+    task: str = "three-class"  # as its labels (and --task) say
 
     @property
     def tag(self) -> str:
@@ -110,16 +115,14 @@ class DataSet:
 def data_set(cfg: config.TrainConfig, progress: bool = True) -> DataSet:
     """The data set ``cfg`` trains on (generating the synthetic one on first use), checked
     as training would read it, with the fingerprint a run records."""
-    from ..data.covidx import Layout, read_split
     from ..data.identity import fingerprint
-    from ..data.resolve import ensure_data_root
+    from ..data.resolve import check_splits, data_layout, ensure_data_root
 
     root = ensure_data_root(cfg, progress)
-    layout = cfg.layout if cfg.data != "synthetic" else Layout()
-    for split in ("train", "test"):
-        read_split(root, split, layout)  # a wrong --train-split or a partial download: one sentence here
+    layout = data_layout(cfg)
+    task = check_splits(root, layout)  # a wrong --train-split, a partial download, mixed labels: one sentence here
     name = "synthetic" if cfg.data == "synthetic" else re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
-    return DataSet(root, fingerprint(root, layout), name)
+    return DataSet(root, fingerprint(root, layout), name, layout, task)
 
 
 def is_profile_synthetic(cfg: config.TrainConfig) -> bool:
@@ -189,6 +192,10 @@ def run_config(parameters: Mapping) -> config.TrainConfig:
 
 def wanted_config(cfg: config.TrainConfig, data: DataSet) -> dict:
     """config.json as ``cfg`` would record it: absolute data paths and the data's fingerprint."""
+    from ..data.resolve import recorded
+
+    if data.layout is not None:  # the task as the run records it
+        cfg = recorded(cfg, data.task)
     cfg = dataclasses.replace(config.absolute_paths(cfg), data_fingerprint=data.fingerprint)
     return json.loads(json.dumps(config.to_dict(cfg)))  # as JSON has it (tuples as lists)
 
@@ -197,6 +204,7 @@ def config_differences(saved: dict, wanted: dict) -> list[str]:
     """The keys in which a run's config.json (``saved``) differs from the config it would get,
     sorted: the hardware aside, and the data's location too when both carry one fingerprint."""
     ignored = set(HARDWARE_KEYS)
+    saved = {**ADDED_KEYS, **saved}
     if saved.get("data_fingerprint") is not None and saved.get("data_fingerprint") == wanted.get("data_fingerprint"):
         ignored |= set(LOCATION_KEYS)
     return sorted(k for k in set(saved) | set(wanted) if k not in ignored and saved.get(k) != wanted.get(k))
