@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
@@ -142,15 +143,20 @@ def execute_all(jobs: Sequence[Job], workers: int, *, progress: bool = True, thr
     with kernel_threads(threads):
         if workers <= 1:
             return [_run(job, progress, _show) for job in jobs]
+        stop = threading.Event()  # set by the first failure: no job starts after it
         pool = ThreadPoolExecutor(workers, thread_name_prefix="fedlib-notebook")
-        futures = [pool.submit(_run, job, progress, _tagged(job)) for job in jobs]
+        futures = [pool.submit(_run_unless, stop, job, progress) for job in jobs]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:  # Ctrl-C, SIGTERM: stop the kernels, not only our threads
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
-            _interrupt_kernels()
-            wait(futures)
+            while True:  # again each second: a kernel that was starting has a cell to interrupt now
+                _interrupt_kernels()
+                if not wait(futures, timeout=1.0).not_done:
+                    break
             raise
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     for future in futures:  # the first failure in the jobs' order
         if not future.cancelled() and future.exception() is not None:
@@ -162,6 +168,17 @@ def _run(job: Job, progress: bool, show: Callable[[str], None]) -> Path:
     if job.title:
         tqdm.write(job.title)
     return execute(job.notebook, job.report, job.parameters, progress=progress, run_dir=job.run_dir, show=show)
+
+
+def _run_unless(stop: threading.Event, job: Job, progress: bool) -> Path | None:
+    """``_run`` in a worker thread, unless an earlier job failed (then None: not started)."""
+    if stop.is_set():
+        return None
+    try:
+        return _run(job, progress, _tagged(job))
+    except BaseException:
+        stop.set()
+        raise
 
 
 def _tagged(job: Job) -> Callable[[str], None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import nbformat
 import pytest
@@ -55,3 +56,23 @@ def test_all_succeed_in_order(tmp_path):
     reports = notebook.execute_all(jobs, 2, progress=False, threads=2)
     assert reports == [tmp_path / f"r{i}.ipynb" for i in range(3)]
     assert all(json.loads((tmp_path / f"{i}.json").read_text())["torch"] == 2 for i in range(3))
+
+
+def test_no_job_starts_after_a_failure(tmp_path, monkeypatch):
+    started = []
+
+    def fake_execute(nb, report, parameters, **kwargs):
+        started.append(nb.name)
+        if nb.name == "bad.ipynb":
+            raise UserError("notebook bad.ipynb failed")
+        return report
+
+    monkeypatch.setattr(notebook, "execute", fake_execute)
+    stop = threading.Event()
+    job = lambda name: notebook.Job(tmp_path / name, tmp_path / f"r-{name}", {})  # noqa: E731
+    assert notebook._run_unless(stop, job("ok.ipynb"), False) == tmp_path / "r-ok.ipynb"
+    with pytest.raises(UserError):
+        notebook._run_unless(stop, job("bad.ipynb"), False)
+    assert stop.is_set()
+    assert notebook._run_unless(stop, job("later.ipynb"), False) is None
+    assert started == ["ok.ipynb", "bad.ipynb"]
