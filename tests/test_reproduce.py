@@ -282,9 +282,21 @@ def test_cli_seed_is_one_seed_and_defaults_stay_the_profiles(called):
     cli.main(["reproduce", "--seed", "4"])
     assert called["seeds"] == [4] and called["overrides"] == {}
     cli.main(["reproduce"])
-    assert called["seeds"] == [0]
+    assert called["seeds"] is None and called["jobs"] is None  # the profile's
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--seed", "1", "--seeds", "2"])
+
+
+def test_the_profile_gives_the_seeds_and_jobs_unless_given(monkeypatch):
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 8)
+    quick = reproduce.Reproduction(profile="quick").checked()
+    assert quick.seeds == [0, 1, 2] and quick.jobs == 2 and quick.threads == 4  # 8 cores / 2 jobs
+    smoke = reproduce.Reproduction(profile="smoke").checked()
+    assert smoke.seeds == [0] and smoke.jobs == 1 and smoke.threads is None
+    given = reproduce.Reproduction(profile="quick", seed=5, jobs=3, threads=1).checked()
+    assert given.seeds == [5] and (given.jobs, given.threads) == (3, 1)
+    with pytest.raises(UserError, match="--jobs must be an integer of at least 1"):
+        reproduce.Reproduction(profile="smoke", jobs=0).checked()
 
 
 def test_the_mismatch_sentence_reaches_the_command_line(tmp_path, monkeypatch, capsys):
