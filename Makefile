@@ -35,7 +35,7 @@ study: setup
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --durations=25
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

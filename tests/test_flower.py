@@ -148,15 +148,21 @@ def submit(cfg, out, fed, progress=False, deadline=DEADLINE):
     )
 
 
-def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path):
+def test_deployment_equals_inprocess_reports_a_failed_run_and_stops_every_process(data_dir, tmp_path):
     # Stock SuperNodes, as a hospital runs them: TLS (certificates made for the test) and node
     # authentication (keys registered with `flwr supernode register`). A SuperNode whose key was
     # not registered is refused. FedProx: the proximal term is computed at the site, from the
     # config it is sent. Then a second run on the same SuperNodes with the coordinate-wise
     # median: a server-side strategy that needs every update of the round (the server
-    # optimizers run on a deployment in the killed-SuperNode test below).
+    # optimizers run on a deployment in the killed-SuperNode test below). Last, a run in which
+    # every site fails on purpose and no retry is allowed: the ServerApp stops with RoundFailed,
+    # reported in one line, and the federation still stops every process (one federation serves
+    # the three runs: each start of a SuperLink and its SuperNodes costs seconds of CPU).
     cfg = smoke(data_dir, rounds=2, clients=3, fraction=1.0, client_timeout=60.0, strategy="fedprox", proximal_mu=0.1)
     median = config.replace(cfg, strategy="median", rounds=1)
+    failing = smoke(
+        data_dir, rounds=1, clients=3, fraction=1.0, inject_failures=1.0, round_retries=0, client_timeout=60.0
+    )
     run(cfg, tmp_path / "inprocess", progress=False)
     run(median, tmp_path / "median-inprocess", progress=False)
     with LocalFederation(3, tmp_path / "flower", start_timeout=60) as fed:
@@ -166,8 +172,12 @@ def test_deployment_equals_inprocess_and_stops_every_process(data_dir, tmp_path)
         submit(median, tmp_path / "median-flower", fed)
         assert stranger.wait(timeout=60) != 0  # refused, not serving partition 0 beside supernode-0
         assert "Failed to activate SuperNode" in (fed.workdir / "logs" / "stranger.log").read_text()
+        with pytest.raises(UserError, match="round 1: fewer than 1 client") as failed:
+            submit(failing, tmp_path / "failed", fed)
         assert tagged(fed.tag)  # the processes were really there
     assert tagged(fed.tag) == [] and all(p.poll() is not None for p in fed.procs.values())
+    assert not set(str(failed.value)) & set("╭╮╰╯│─")  # one plain line, no Flower panel borders
+    assert not (tmp_path / "failed" / "final.json").exists()
     assert_same_run(tmp_path / "inprocess", tmp_path / "flower-run")
     assert_same_run(tmp_path / "median-inprocess", tmp_path / "median-flower")
     np.testing.assert_equal(
@@ -208,25 +218,6 @@ def test_a_hospital_supernode_loads_its_uncached_images_inside_its_clientapp(tmp
         assert list((h / ".fedlib_cache").glob("*.npy"))
     logs = "".join(f.read_text() for f in (fed.workdir / "logs").glob("*.log"))
     assert "authentication failed" not in logs
-
-
-def test_a_failed_deployment_run_is_reported_and_stops_every_process(data_dir, tmp_path):
-    # Every site fails on purpose and no retry is allowed: the ServerApp stops with RoundFailed.
-    cfg = smoke(
-        data_dir,
-        rounds=1,
-        clients=2,
-        fraction=1.0,
-        inject_failures=1.0,
-        round_retries=0,
-        client_timeout=60.0,
-    )
-    with pytest.raises(UserError, match="round 1: fewer than 1 client") as failed:
-        with LocalFederation(2, tmp_path / "flower", start_timeout=60) as fed:
-            submit(cfg, tmp_path / "r", fed)
-    assert not set(str(failed.value)) & set("╭╮╰╯│─")  # one plain line, no Flower panel borders
-    assert tagged(fed.tag) == []
-    assert not (tmp_path / "r" / "final.json").exists()
 
 
 def test_federation_stops_when_the_caller_fails(tmp_path):

@@ -175,6 +175,20 @@ def test_source_notebooks_have_no_outputs(path):
     assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
 
 
+def training_only_notebooks(folder: Path) -> Path:
+    """A notebooks folder with the real 01_train and one-cell 00_data, 02_loss_curves and
+    03_accuracy that draw nothing (no 04_gradcam: the plan leaves it out): for a test of what
+    ``reproduce`` trains, skips or retrains, whose figures the module's reproduction checks.
+    Each drawing notebook costs a kernel that imports PyTorch and matplotlib."""
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / "01_train.ipynb", folder)
+    for name in ("00_data", "02_loss_curves", "03_accuracy"):
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)  # its kernel and language
+        nb.cells = [nbformat.v4.new_code_cell("pass", metadata={"tags": ["parameters"]})]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
 def test_finished_runs_are_skipped_and_force_retrains(reproduction, tmp_path, monkeypatch):
     root, first = reproduction
     monkeypatch.chdir(root)
@@ -188,11 +202,13 @@ def test_finished_runs_are_skipped_and_force_retrains(reproduction, tmp_path, mo
         modes=["fedavg"],
         figures_dir=str(tmp_path / "figures"),
         reports_dir=str(tmp_path / "reports"),
+        notebooks_dir=training_only_notebooks(tmp_path / "notebooks"),
     )
     result = reproduce.reproduce(**args)
     assert result["skipped"] == [run]
     assert final.stat().st_mtime_ns == before
     assert not (tmp_path / "reports" / "01_train-mobilenet_v2-fedavg-seed0.ipynb").exists()
+    assert [p.name for p in result["executed"]] == ["00_data.ipynb", "02_loss_curves.ipynb", "03_accuracy.ipynb"]
 
     result = reproduce.reproduce(**args, force=True)
     assert result["skipped"] == []

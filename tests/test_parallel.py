@@ -83,7 +83,9 @@ def test_updates_come_back_in_client_order_with_at_most_n_in_flight(data_dir, tm
 
 def test_a_worker_that_dies_ends_the_run_in_one_line_and_resume_finishes_it(data_dir, tmp_path, monkeypatch):
     cfg = four_sites(data_dir, model="resnet18", parallel_clients=2)
-    run(cfg, tmp_path / "whole", progress=False)
+    # The uninterrupted run trains its clients one after another: the same updates, bit for bit
+    # (the test above), without starting two more workers that import PyTorch.
+    run(four_sites(data_dir, model="resnet18"), tmp_path / "whole", progress=False)
     real = InProcessClients.fit_round
 
     def killing(self, round_idx, clients, global_state, attempt, local_states=None):
