@@ -141,10 +141,11 @@ def test_gap_table_gives_no_verdict_for_a_model_at_chance(three_seeds):
     # MobileNet-v2: both modes 20/24 in every seed, a gap of 0 <= epsilon, and no verdict on it
     assert gap.iloc[1]["test_gap"] == 0.0
     assert gap.iloc[1]["verdict"] == "not compared: both at chance (all 3 seeds)"
-    # ResNet-18: per-seed gaps |0.5 - 0.75|, |0.625 - 0.75|, 0: mean 0.125 > 0.05
+    # ResNet-18: per-seed gaps |0.5 - 0.75|, |0.625 - 0.75|, 0: mean 0.125 > 0.05, but its 95%
+    # interval 0.125 +- 4.3027 * 0.125 / sqrt(3) holds 0.05: no verdict either way
     assert gap.iloc[0]["test_gap"] == pytest.approx(0.125)
     assert gap.iloc[0]["test_gap_by_seed"] == "s0 0.250, s1 0.125, s2 0.000"
-    assert gap.iloc[0]["verdict"] == "outside epsilon"
+    assert gap.iloc[0]["verdict"] == "undecided: the 95% interval holds epsilon"
     assert "within epsilon" not in gap["verdict"].tolist()
 
 
@@ -439,3 +440,15 @@ def test_fig4_whiskers_are_the_clipped_t_interval(three_seeds):
     # pneumonia 4/8, 6/8, 6/8: the interval would reach 1.03, and stops at 1
     assert any(low < 0.5 and high == 1.0 for low, high in ends)
     assert "95% t-interval" in title(fig)
+
+
+def test_gap_verdict_over_seeds_reads_the_interval(tmp_path):
+    # every seed: FedAvg 12/24, pooled 18/24 (gap 0.25, sd 0: interval [0.25, 0.25]); MobileNet-v2: 18/24 both
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "resnet18", "fedavg", seed, test=diagonal((4, 4, 4)))
+        write_run(tmp_path, "resnet18", "central", seed, test=diagonal((6, 6, 6)))
+        write_run(tmp_path, "mobilenet_v2", "fedavg", seed, test=diagonal((6, 6, 6)))
+        write_run(tmp_path, "mobilenet_v2", "central", seed, test=diagonal((6, 6, 6)))
+    gap = report_tables.table_gap(results.find_runs(tmp_path), 0.05, MODELS)
+    assert gap["verdict"].tolist() == ["outside epsilon", "within epsilon"]
+    assert "95% interval of the mean gap" in gap.attrs["caption"]

@@ -239,9 +239,11 @@ def _ratio_text(ratios: Sequence[float]) -> str:
     return f"pooled training made {span} FedAvg's sample passes ({verdict})"
 
 
-def _verdict(n: int, fed_at_chance: int, pooled_at_chance: int, gap: float, epsilon: float) -> str:
+def _verdict(n: int, fed_at_chance: int, pooled_at_chance: int, gap: float, epsilon: float, half: float) -> str:
     """The gap table's verdict for one model over ``n`` paired seeds; no verdict on a gap when
-    either mode has a run at chance."""
+    either mode has a run at chance. With several seeds it reads the 95% interval of the mean
+    gap (``half``: its half-width), not the mean alone: "undecided" when the interval holds
+    epsilon. One seed has no interval: its verdict reads the one gap."""
     if fed_at_chance and pooled_at_chance:
         seeds = (
             ""
@@ -254,7 +256,12 @@ def _verdict(n: int, fed_at_chance: int, pooled_at_chance: int, gap: float, epsi
     if fed_at_chance or pooled_at_chance:
         who, k = ("FedAvg", fed_at_chance) if fed_at_chance else ("pooled", pooled_at_chance)
         return f"not compared: {who} at chance" + ("" if n == 1 else f" in {k} of {n} seeds")
-    return "within epsilon" if gap <= epsilon else "outside epsilon"
+    low, high = (gap, gap) if math.isnan(half) else (gap - half, gap + half)
+    if high <= epsilon:
+        return "within epsilon"
+    if low > epsilon:
+        return "outside epsilon"
+    return "undecided: the 95% interval holds epsilon"
 
 
 def table_gap(
@@ -264,8 +271,8 @@ def table_gap(
 
     V_FED is the FedAvg model's test accuracy, V_SUM the pooled model's; the paper asks
     whether federated learning stays within epsilon of pooling the data. The FedAvg and
-    pooled runs of one seed are paired; the verdict reads the mean gap over the pairs. A
-    model at chance in either mode gets no verdict: two majority-class predictors agree
+    pooled runs of one seed are paired; the verdict reads the 95% interval of the mean gap
+    over the pairs (one seed: the gap). A model at chance in either mode gets no verdict: two majority-class predictors agree
     to the last digit without having learned anything. Beside it: the pooled budget rule
     and the ratio of pooled to FedAvg sample passes (last rows of history.csv).
     """
@@ -313,7 +320,12 @@ def table_gap(
     for i, (_, g) in enumerate(rows.groupby("model", sort=False)):
         verdicts.append(
             _verdict(
-                len(g), int(g["fed_at_chance"].sum()), int(g["pooled_at_chance"].sum()), df["test_gap"].iloc[i], epsilon
+                len(g),
+                int(g["fed_at_chance"].sum()),
+                int(g["pooled_at_chance"].sum()),
+                df["test_gap"].iloc[i],
+                epsilon,
+                df["test_gap_ci95"].iloc[i] if "test_gap_ci95" in df else float("nan"),
             )
         )
         budgets.append(" / ".join(sorted({str(b) for b in g["pooled_budget"]})))
@@ -333,7 +345,8 @@ def table_gap(
         df,
         f"Gap |V_FED - V_SUM| between federated (FedAvg) and pooled test accuracy, and the same for "
         f"balanced accuracy, against epsilon = {epsilon:g}; FedAvg and pooled runs of one seed are paired, "
-        "the verdict reads the mean gap.",
+        "with several seeds the verdict reads the 95% interval of the mean gap: within or outside epsilon only "
+        "when the whole interval is, undecided when it holds epsilon.",
         chosen,
         missing_runs(runs, models, [FED, POOLED], seeds),
         "A model at chance in either mode is not compared (verdict 'not compared'): its accuracy is the "
