@@ -119,6 +119,7 @@ def add_data_summary(subparsers) -> None:
 
 def cmd_data_summary(args) -> None:
     from .config import LAYOUT, flags
+    from .data.baseline import source_only_of
     from .data.covidx import Layout, class_names, patient_overlap, summarize
     from .data.releases import detect_layout, known_release
 
@@ -143,8 +144,10 @@ def cmd_data_summary(args) -> None:
                 file=sys.stderr,
             )
     release = known_release(summary)
+    baseline = source_only_of(root, layout)
     if args.json:
-        print(json.dumps({**summary, "release": release.name if release else None}, indent=2))
+        extra = {"release": release.name if release else None, "source_only_baseline": baseline}
+        print(json.dumps({**summary, **extra}, indent=2))
         return
     classes = class_names(summary["task"])
     print(f"{'split':<8}" + "".join(f"{c:>12}" for c in classes) + f"{'total':>10}")
@@ -156,3 +159,12 @@ def cmd_data_summary(args) -> None:
     print(f"task: {summary['task']}")
     if release:
         print(f"release: {release.name} (counts as published: {release.source})")
+    if baseline is None:
+        print("source-only baseline: none (the train split names fewer than two sources)")
+    else:
+        rule = ", ".join(f"{s} -> {c}" for s, c in baseline["rule"].items())
+        print(
+            f"source-only baseline (each source's most common train class, scored on test: {rule}): accuracy "
+            f"{baseline['accuracy']:.3f}, balanced accuracy {baseline['balanced_accuracy']:.3f}, "
+            f"{baseline['positive_class']} sensitivity {baseline['positive_sensitivity']:.3f}"
+        )
