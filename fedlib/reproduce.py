@@ -107,8 +107,9 @@ class Reproduction:
 
     ``seeds`` trains every (model, mode) once per seed (``seed`` is the shorthand for one;
     default ``PROFILE_SEEDS``, else 0); ``models`` defaults to the paper's, ``modes`` to
-    ``DEFAULT_MODES``. ``jobs`` training notebooks run at once, each kernel with ``threads``
-    torch threads (default ``PROFILE_JOBS``, else one at a time with torch's own count).
+    ``DEFAULT_MODES``. ``jobs`` training notebooks run at once (default ``PROFILE_JOBS``, else
+    1), each kernel with ``threads`` torch threads (default: an equal share of the cores when
+    ``jobs`` > 1, torch's own count otherwise).
     ``overrides`` are extra TrainConfig fields for every run and for 00_data: the COVIDx
     layout (``train_split``...), ``val_fraction``, ``class_weight``, ``pooled_budget``,
     ``parallel_clients``, ``compile``; the tests send generated data to a temporary folder
